@@ -1,0 +1,336 @@
+"""Tiny random-weight checkpoints in Hugging Face layout, written offline.
+
+For tests and speed runs where no real weights can be downloaded. The files mirror what
+the hub ships (HF parameter names and conv layouts, tokenizer and processor configs, a
+chat template), so ``mlx_vlm.convert`` and ``mlx_vlm.load`` sanitize them exactly as
+they would a real checkpoint::
+
+    from restore_mlx.synthetic import write_checkpoint, write_image
+    path = write_checkpoint("llava", "/tmp/tiny-llava", hidden_size=64)
+    write_image("/tmp/cat.png", size=32)
+"""
+
+import json
+from pathlib import Path
+
+ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl")
+
+# Knobs a caller may override, per architecture. Kept tiny: CPU tests load these.
+DEFAULTS = {
+    "llava": dict(
+        hidden_size=32,
+        num_layers=1,
+        heads=2,
+        kv_heads=1,
+        vision_hidden_size=32,
+        vision_layers=2,
+        vision_heads=2,
+        image_size=32,
+        patch_size=4,
+        rope_theta=10000.0,
+    ),
+    "qwen2_vl": dict(
+        hidden_size=32,
+        num_layers=1,
+        heads=2,
+        kv_heads=1,
+        vision_hidden_size=32,
+        vision_layers=1,
+        vision_heads=2,
+        image_size=56,
+        patch_size=7,
+        rope_theta=1000000.0,
+    ),
+}
+DEFAULTS["qwen2_5_vl"] = dict(DEFAULTS["qwen2_vl"])
+
+_WORDS = (
+    "a an the is are what where how many of in on left right top bottom red green blue "
+    "yellow circle square triangle shape color image picture there one two three four "
+    "yes no and or it this that describe answer question . , ? !"
+).split()
+
+_LLAVA_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}\n"
+    "{% elif m['role'] == 'user' %}USER: {% if m['content'] is string %}"
+    "{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>\n{% elif c['type'] == 'text' %}"
+    "{{ c['text'] }}{% endif %}{% endfor %}{% endif %} "
+    "{% else %}ASSISTANT: {{ m['content'] }}</s>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+_QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}"
+    "{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' or 'image' in c %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% endif %}"
+)
+_LLAVA_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+_QWEN_SPECIALS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<unk>",
+]
+_CLIP_MEAN, _CLIP_STD = [0.4815, 0.4578, 0.4082], [0.2686, 0.2613, 0.2758]
+
+
+def _vocab(specials):
+    tokens = list(specials) + [w for w in _WORDS if w not in specials]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def _write_tokenizer(path: Path, specials, vocab, template, **special_names):
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(
+        [AddedToken(s, special=True, normalized=False) for s in specials]
+    )
+    tok.save(str(path / "tokenizer.json"))
+    cfg = dict(
+        tokenizer_class="PreTrainedTokenizerFast",
+        model_max_length=4096,
+        chat_template=template,
+        **special_names,
+    )
+    _dump(path / "tokenizer_config.json", cfg)
+    (path / "chat_template.jinja").write_text(template)
+
+
+def _dump(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2))
+
+
+def _llava_files(k, vocab):
+    n_vocab = len(vocab) + 4  # a little head-room, as real checkpoints have
+    config = dict(
+        architectures=["LlavaForConditionalGeneration"],
+        model_type="llava",
+        image_token_index=vocab["<image>"],
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+        vocab_size=n_vocab,
+        torch_dtype="float32",
+        eos_token_id=vocab["</s>"],
+        pad_token_id=vocab["<pad>"],
+        text_config=dict(
+            model_type="llama",
+            hidden_size=k["hidden_size"],
+            vocab_size=n_vocab,
+            num_hidden_layers=k["num_layers"],
+            intermediate_size=2 * k["hidden_size"],
+            num_attention_heads=k["heads"],
+            num_key_value_heads=k["kv_heads"],
+            rms_norm_eps=1e-5,
+            rope_theta=k["rope_theta"],
+            max_position_embeddings=4096,
+            tie_word_embeddings=False,
+        ),
+        vision_config=dict(
+            model_type="clip_vision_model",
+            hidden_size=k["vision_hidden_size"],
+            num_hidden_layers=k["vision_layers"],
+            num_attention_heads=k["vision_heads"],
+            intermediate_size=2 * k["vision_hidden_size"],
+            image_size=k["image_size"],
+            patch_size=k["patch_size"],
+            projection_dim=k["hidden_size"],
+            hidden_act="quick_gelu",
+            layer_norm_eps=1e-5,
+        ),
+    )
+    side = k["image_size"]
+    preproc = dict(
+        image_processor_type="CLIPImageProcessor",
+        do_resize=True,
+        do_center_crop=True,
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=_CLIP_MEAN,
+        image_std=_CLIP_STD,
+        do_convert_rgb=True,
+        resample=3,
+    )
+    proc = dict(
+        processor_class="LlavaProcessor",
+        patch_size=k["patch_size"],
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+        num_additional_image_tokens=1,
+    )
+    specials = dict(
+        bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    return config, preproc, proc, specials
+
+
+def _qwen_files(arch, k, vocab):
+    n_vocab = len(vocab) + 4
+    head_dim = k["hidden_size"] // k["heads"]
+    half = head_dim // 2  # M-RoPE splits the rotary half over (t, h, w)
+    section = [half - 2 * (half // 3), half // 3, half // 3]
+    vision = dict(
+        depth=k["vision_layers"],
+        hidden_size=k["vision_hidden_size"],
+        hidden_act="silu",
+        num_heads=k["vision_heads"],
+        in_chans=3,
+        patch_size=k["patch_size"],
+        spatial_patch_size=k["patch_size"],
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    if arch == "qwen2_vl":
+        vision.update(
+            embed_dim=k["vision_hidden_size"], mlp_ratio=4, hidden_size=k["hidden_size"]
+        )
+    else:  # 2.5: hidden_size is the tower width, out_hidden_size the LM's
+        vision.update(
+            intermediate_size=2 * k["vision_hidden_size"],
+            out_hidden_size=k["hidden_size"],
+            window_size=4 * k["patch_size"],
+            fullatt_block_indexes=[k["vision_layers"] - 1],
+            tokens_per_second=2,
+        )
+    name = (
+        "Qwen2VLForConditionalGeneration"
+        if arch == "qwen2_vl"
+        else ("Qwen2_5_VLForConditionalGeneration")
+    )
+    config = dict(
+        architectures=[name],
+        model_type=arch,
+        hidden_size=k["hidden_size"],
+        intermediate_size=2 * k["hidden_size"],
+        num_hidden_layers=k["num_layers"],
+        num_attention_heads=k["heads"],
+        num_key_value_heads=k["kv_heads"],
+        rms_norm_eps=1e-6,
+        rope_theta=k["rope_theta"],
+        max_position_embeddings=4096,
+        vocab_size=n_vocab,
+        tie_word_embeddings=False,
+        torch_dtype="float32",
+        rope_scaling={"type": "mrope", "mrope_section": section},
+        image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+        vision_end_token_id=vocab["<|vision_end|>"],
+        vision_token_id=vocab["<|vision_pad|>"],
+        bos_token_id=vocab["<|endoftext|>"],
+        eos_token_id=vocab["<|im_end|>"],
+        vision_config=vision,
+    )
+    side = k["image_size"]
+    preproc = dict(
+        image_processor_type="Qwen2VLImageProcessor",
+        patch_size=k["patch_size"],
+        temporal_patch_size=2,
+        merge_size=2,
+        min_pixels=side * side // 4,
+        max_pixels=side * side,
+        image_mean=_CLIP_MEAN,
+        image_std=_CLIP_STD,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        do_convert_rgb=True,
+    )
+    proc = dict(
+        processor_class="Qwen2VLProcessor"
+        if arch == "qwen2_vl"
+        else ("Qwen2_5_VLProcessor")
+    )
+    specials = dict(
+        eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>"
+    )
+    return config, preproc, proc, specials
+
+
+def _hf_weights(arch, config, seed):
+    """Random weights under the names and layouts HF checkpoints on the hub use."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_vlm.utils import get_model_and_args, update_module_configs
+
+    mx.random.seed(seed)
+    model_class, _ = get_model_and_args(json.loads(json.dumps(config)))
+    cfg = json.loads(json.dumps(config))
+    cfg.setdefault("text_config", {})
+    model_config = model_class.ModelConfig.from_dict(cfg)
+    model_config = update_module_configs(
+        model_config, model_class, cfg, ["text", "vision"]
+    )
+    weights = {}
+    for name, value in tree_flatten(model_class.Model(model_config).parameters()):
+        if name.endswith("patch_embedding.weight"):  # CLIP conv: MLX OHWI -> OIHW
+            value = value.transpose(0, 3, 1, 2)
+        elif name.endswith("patch_embed.proj.weight"):  # Qwen conv3d: OTHWI -> OITHW
+            value = value.transpose(0, 4, 1, 2, 3)
+        if arch != "llava":
+            name = name.replace("vision_tower.", "visual.", 1)
+            name = name.replace("language_model.model.", "model.", 1)
+            name = name.replace("language_model.lm_head.", "lm_head.", 1)
+        weights[name] = value
+    return weights
+
+
+def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Path:
+    """Write a tiny random ``arch`` checkpoint in HF layout to ``path``; returns it.
+
+    ``size_overrides`` change the knobs in ``DEFAULTS[arch]`` (e.g. ``hidden_size``,
+    ``num_layers``, ``image_size``, ``patch_size``).
+    """
+    import mlx.core as mx
+
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    unknown = set(size_overrides) - set(DEFAULTS[arch])
+    if unknown:
+        raise ValueError(f"unknown size overrides for {arch}: {sorted(unknown)}")
+    knobs = {**DEFAULTS[arch], **size_overrides}
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    specials = _LLAVA_SPECIALS if arch == "llava" else _QWEN_SPECIALS
+    vocab = _vocab(specials)
+    if arch == "llava":
+        config, preproc, proc, names = _llava_files(knobs, vocab)
+        template = _LLAVA_TEMPLATE
+    else:
+        config, preproc, proc, names = _qwen_files(arch, knobs, vocab)
+        template = _QWEN_TEMPLATE
+    _dump(path / "config.json", config)
+    _dump(path / "preprocessor_config.json", preproc)
+    _dump(path / "processor_config.json", proc)
+    _write_tokenizer(path, specials, vocab, template, **names)
+    weights = _hf_weights(arch, config, seed)
+    mx.save_safetensors(
+        str(path / "model.safetensors"), weights, metadata={"format": "pt"}
+    )
+    return path
+
+
+def write_image(path, size: int = 32, seed: int = 0) -> Path:
+    """Write a small RGB PNG of coloured blocks (deterministic in ``seed``)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    pixels = np.kron(cells, np.ones((size // 4 + 1, size // 4 + 1, 1), dtype=np.uint8))
+    Image.fromarray(pixels[:size, :size]).save(path)
+    return Path(path)
