@@ -1,7 +1,162 @@
-"""Placeholder until the core lands: the public entry point ``reduce`` and ``REDUCERS``."""
+"""The public entry point: ``reduce(x, method, ...)`` and the ``REDUCERS`` registry."""
 
-REDUCERS = {}
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import mlx.core as mx
+
+from ..config import ANCHOR_RULES, POSITION_RULES
+from . import mergers, pruners, spatial
+from .anchors import anchor_merge
+from .budget import resolve_budget, split_budget
+from .ops import complement, gather_rows
+from .positions import finalize, identity
+from .scores import check_known
+from .types import Reduction
+
+# Group positions are found by sorting label * N + index in int32.
+_MAX_TOKENS = 46340
 
 
-def reduce(x, method, *, keep=None, tokens=None, restore=True, **scores):
-    raise NotImplementedError("restore_mlx.reduce is being written")
+@dataclass(frozen=True)
+class Reducer:
+    """How a method reduces: ``select`` picks kept tokens (pruning, and RESTORE's base
+    part), ``group`` labels every token with one of m groups (merging).
+    ``scores`` names the score keywords the method reads."""
+
+    select: Optional[Callable] = None
+    group: Optional[Callable] = None
+    scores: tuple = ()  # score keywords the method reads (required or optional)
+
+
+def _group_anchors(x, m, scores, rule="reference"):
+    return anchor_merge(x, m, rule)[1]
+
+
+REDUCERS = {
+    "tome": Reducer(group=mergers.group_tome),
+    "pool": Reducer(group=spatial.group_pool, scores=("grid",)),
+    "divprune": Reducer(select=pruners.select_divprune),
+    "vispruner": Reducer(select=pruners.select_vispruner, scores=("cls_attention",)),
+    "holov": Reducer(select=spatial.select_holov, scores=("cls_attention", "grid")),
+    "visionzip": Reducer(
+        select=mergers.select_visionzip,
+        group=mergers.group_visionzip,
+        scores=("cls_attention",),
+    ),
+    "fastv": Reducer(select=pruners.select_fastv, scores=("text_attention",)),
+    "dart": Reducer(select=pruners.select_dart, scores=("keys",)),
+    "anchors": Reducer(group=_group_anchors),
+    "random": Reducer(select=pruners.select_random, scores=("seed",)),
+    "uniform": Reducer(select=pruners.select_uniform),
+}
+
+
+def _check_x(x) -> mx.array:
+    if not isinstance(x, mx.array):
+        raise ValueError(
+            f"x must be an mx.array of shape [B, N, D], got {type(x).__name__}"
+        )
+    if x.ndim != 3:
+        raise ValueError(
+            f"x must have shape [B, N, D], got {x.ndim} dims {tuple(x.shape)}"
+        )
+    b, n, d = x.shape
+    if b == 0 or n == 0 or d == 0:
+        raise ValueError(
+            f"x is empty: shape {tuple(x.shape)} (B, N and D must be >= 1)"
+        )
+    if n > _MAX_TOKENS:
+        raise ValueError(f"at most {_MAX_TOKENS} visual tokens per image, got {n}")
+    if not mx.issubdtype(x.dtype, mx.floating):
+        raise ValueError(f"x must be floating point, got {x.dtype}")
+    # One sync to validate; a NaN would otherwise silently poison every similarity.
+    if not mx.all(mx.isfinite(x)).item():
+        raise ValueError("x has NaN or inf features")
+    return x
+
+
+def _base(x, spec, m, rule, anchor_rule, scores, method):
+    """The method alone at budget m."""
+    if spec.group is not None:
+        if method == "anchors":
+            labels = anchor_merge(x, m, anchor_rule)[1]
+            merged = mx.ones((x.shape[0], m), dtype=mx.bool_)
+            return finalize(x, labels, m, rule=rule, merged=merged)
+        return finalize(x, spec.group(x, m, scores), m, rule=rule)
+    kept = spec.select(x, m, scores)
+    # Pruning keeps features as they are; the coverage groups are only bookkeeping,
+    # and a kept token sits at its own index whatever the rule.
+    return finalize(
+        x,
+        pruners.cover(x, kept),
+        m,
+        rule=rule,
+        features=gather_rows(x, kept),
+        positions=kept,
+    )
+
+
+def _restore(x, spec, m, rule, anchor_rule, scores):
+    """RESTORE: the base keeps m - k tokens, the rest are merged into k anchors."""
+    b, n, _ = x.shape
+    m_keep, k = split_budget(m)
+    kept = spec.select(x, m_keep, scores) if m_keep else mx.zeros((b, 0), mx.int32)
+    rest = complement(kept, n)
+    _, local = anchor_merge(gather_rows(x, rest), k, anchor_rule)
+    labels = mx.zeros((b, n), dtype=mx.int32)
+    if m_keep:
+        own = mx.broadcast_to(mx.arange(m_keep, dtype=mx.int32), kept.shape)
+        labels = mx.put_along_axis(labels, kept, own, axis=1)
+    labels = mx.put_along_axis(labels, rest, m_keep + local, axis=1)
+    merged = mx.broadcast_to(mx.arange(m) >= m_keep, (b, m))
+    return finalize(x, labels, m, rule=rule, merged=merged)
+
+
+def reduce(
+    x,
+    method,
+    *,
+    keep=None,
+    tokens=None,
+    restore=True,
+    anchors=True,
+    anchor_rule="reference",
+    position_rule="median",
+    **scores,
+) -> Reduction:
+    """Reduce the visual tokens x [B, N, D] to M tokens with ``method``.
+
+    The budget is exactly one of ``keep`` (fraction in (0, 1]; M = max(1, round(keep*N)))
+    or ``tokens`` (int in [1, N]). With ``restore`` and ``anchors`` (RESTORE), the base
+    keeps M - k tokens and distinctive anchor merging (``anchor_rule``) merges all the
+    others into k = M // 2 anchors (k = 1 when M == 1). Merging methods (tome, pool,
+    anchors) drop nothing, so for them RESTORE's anchors change nothing: they run at the
+    full budget, as with ``restore=False`` or ``anchors=False``. visionzip under RESTORE
+    keeps its dominant tokens and lets the anchors replace its contextual merge.
+
+    ``position_rule`` picks each group's position: "median" (lower median member),
+    "first", "last" or "mean" (mean index rounded half up; may tie, then order among
+    equals follows the sort). Kept tokens of pruning methods sit at their own index.
+    Scores: ``grid=(h, w)``, ``cls_attention`` [B, N], ``text_attention`` [B, N],
+    ``keys`` [B, N, Dk], ``seed``. Bad input raises ValueError.
+    """
+    if method not in REDUCERS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(REDUCERS)}")
+    if anchor_rule not in ANCHOR_RULES:
+        raise ValueError(
+            f"anchor_rule must be one of {ANCHOR_RULES}, got {anchor_rule!r}"
+        )
+    if position_rule not in POSITION_RULES:
+        raise ValueError(
+            f"position_rule must be one of {POSITION_RULES}, got {position_rule!r}"
+        )
+    check_known(scores)
+    x = _check_x(x)
+    m = resolve_budget(x.shape[1], keep=keep, tokens=tokens)
+    spec = REDUCERS[method]
+    if m == x.shape[1]:
+        return identity(x)
+    if restore and anchors and spec.select is not None:
+        return _restore(x, spec, m, position_rule, anchor_rule, scores)
+    return _base(x, spec, m, position_rule, anchor_rule, scores, method)

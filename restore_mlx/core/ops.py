@@ -1,0 +1,76 @@
+"""Small batched building blocks shared by every reducer (pure mlx.core)."""
+
+import mlx.core as mx
+
+_EPS = 1e-12
+
+
+def normalize(x: mx.array) -> mx.array:
+    """Rows of ``x`` scaled to unit L2 norm, in float32 (zero rows stay zero)."""
+    x = x.astype(mx.float32)
+    return x * mx.rsqrt(mx.maximum(mx.sum(x * x, axis=-1, keepdims=True), _EPS))
+
+
+def cosine(a: mx.array, b: mx.array = None) -> mx.array:
+    """Batched cosine similarity [B, Na, Nb] between the rows of ``a`` and ``b``."""
+    an = normalize(a)
+    bn = an if b is None else normalize(b)
+    return an @ bn.swapaxes(-1, -2)
+
+
+def gather_rows(x: mx.array, idx: mx.array) -> mx.array:
+    """``x[b, idx[b]]`` for x [B, N, D] and idx [B, K] -> [B, K, D]."""
+    return mx.take_along_axis(x, idx[..., None], axis=1)
+
+
+def _flat(labels: mx.array, m: int) -> mx.array:
+    # Offsetting each row's labels by b * m turns a batched scatter into one flat scatter.
+    b = labels.shape[0]
+    return (labels + (mx.arange(b, dtype=mx.int32) * m)[:, None]).reshape(-1)
+
+
+def bincount(labels: mx.array, m: int) -> mx.array:
+    """Per-row counts [B, m] (int32) of labels [B, N] with values in [0, m)."""
+    b, n = labels.shape
+    ones = mx.ones((b * n,), dtype=mx.int32)
+    return (
+        mx.zeros((b * m,), dtype=mx.int32).at[_flat(labels, m)].add(ones).reshape(b, m)
+    )
+
+
+def segment_mean(x: mx.array, labels: mx.array, m: int) -> mx.array:
+    """Mean [B, m, D] of the rows of x [B, N, D] sharing a label; accumulated in float32.
+
+    This is the size-weighted mean of any earlier merges, since every original token
+    has size 1. Labels must cover all of 0..m-1 (no empty groups).
+    """
+    b, n, d = x.shape
+    flat = x.astype(mx.float32).reshape(b * n, d)
+    sums = mx.zeros((b * m, d), dtype=mx.float32).at[_flat(labels, m)].add(flat)
+    counts = bincount(labels, m).astype(mx.float32)
+    return (sums.reshape(b, m, d) / counts[..., None]).astype(x.dtype)
+
+
+def complement(idx: mx.array, n: int) -> mx.array:
+    """Indices [B, n - K] (ascending) of the tokens not in idx [B, K]."""
+    b, k = idx.shape
+    taken = mx.zeros((b, n), dtype=mx.int32)
+    taken = mx.put_along_axis(taken, idx, mx.ones_like(idx), axis=1)
+    # Keys are distinct, so sorting them puts untaken tokens first, in index order.
+    keys = taken * n + mx.arange(n, dtype=mx.int32)
+    return mx.argsort(keys, axis=1)[:, : n - k].astype(mx.int32)
+
+
+def top_indices(score: mx.array, k: int) -> mx.array:
+    """Indices [B, k] (int32, ascending) of the k largest scores per row.
+
+    Exact ties go to the lower index wherever the sort is stable (mlx's CPU sort is).
+    """
+    top = mx.argsort(-score.astype(mx.float32), axis=1)[:, :k]
+    return mx.sort(top, axis=1).astype(mx.int32)
+
+
+def rows_to_labels(idx: mx.array, n: int, labels: mx.array) -> mx.array:
+    """An assignment [B, n] with ``out[b, idx[b, j]] = labels[b, j]`` (idx covers 0..n-1)."""
+    out = mx.zeros((idx.shape[0], n), dtype=mx.int32)
+    return mx.put_along_axis(out, idx, labels.astype(mx.int32), axis=1)

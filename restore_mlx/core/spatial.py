@@ -1,0 +1,96 @@
+"""Reducers that use the patch grid: ``pool`` (merging) and ``holov`` (pruning)."""
+
+import math
+
+import mlx.core as mx
+import numpy as np
+
+from .ops import cosine, top_indices
+from .scores import grid_shape, token_scores
+
+# HoloV-style crops: the grid is cut into at most this many crops per side.
+_CROPS_PER_SIDE = 4
+
+
+def _bins(length: int, count: int) -> np.ndarray:
+    """Bin (0..count-1) of each of ``length`` cells split into ``count`` contiguous bins.
+
+    Bin i spans [floor(i * length / count), floor((i + 1) * length / count)), so bins are
+    disjoint, cover everything, and none is empty while count <= length.
+    """
+    starts = (np.arange(count) * length) // count
+    return (np.searchsorted(starts, np.arange(length), side="right") - 1).astype(
+        np.int32
+    )
+
+
+def _band_rows(m: int, h: int, w: int) -> int:
+    """How many row bands a grid (h, w) is cut into to make exactly m pools."""
+    target = math.sqrt(m * h / w)  # bands that keep pools about square
+    lo, hi = -(-m // w), min(h, m)  # every band must fit in w columns
+    exact = [r for r in range(lo, hi + 1) if m % r == 0]
+    if exact:
+        best = min(exact, key=lambda r: abs(math.log(r / target)))
+        if abs(math.log(best / target)) <= math.log(1.5):
+            return best
+    return min(max(round(target), lo), hi)
+
+
+def grid_partition(m: int, h: int, w: int) -> np.ndarray:
+    """Labels [h * w] (int32) cutting an h x w grid into exactly m contiguous pools.
+
+    Rows are cut into r bands; band i is cut into m // r columns, plus one for the first
+    m % r bands. When r divides m this is plain adaptive average pooling to an
+    (r, m / r) grid (e.g. 2 x 2 pooling for 576 -> 144); otherwise the bands differ by
+    one pool, so any m in [1, h * w] is reached exactly.
+    """
+    r = _band_rows(m, h, w)
+    row_band = _bins(h, r)
+    per_band = np.array([m // r + (i < m % r) for i in range(r)])
+    band_start = np.concatenate([[0], np.cumsum(per_band)[:-1]])
+    labels = np.empty((h, w), dtype=np.int32)
+    for i in range(r):  # a loop over bands (<= h), not tokens
+        labels[row_band == i] = band_start[i] + _bins(w, int(per_band[i]))[None, :]
+    return labels.reshape(-1)
+
+
+def group_pool(x, m, scores):
+    """pool: average over exactly m contiguous grid pools (``grid_partition``)."""
+    b, n, _ = x.shape
+    h, w = grid_shape(scores, n, "pool")
+    labels = mx.array(grid_partition(m, h, w))
+    return mx.broadcast_to(labels, (b, n))
+
+
+def select_holov(x, m, scores):
+    """HoloV-style: the budget spread over spatial crops by attention and diversity.
+
+    The grid is cut into up to 4 x 4 crops. A crop's weight is the mean of its share of
+    ``cls_attention`` and its share of the crops' similarity variance (variance of the
+    cosine similarities between its tokens: varied content asks for more tokens).
+    Seats go to crops by the Sainte-Lague divisor method on those weights (a crop's
+    j-th best token by attention has priority (j + 0.5) / weight), which hands out
+    exactly m tokens, never more than a crop holds.
+    """
+    b, n, _ = x.shape
+    h, w = grid_shape(scores, n, "holov")
+    att = token_scores(scores, "cls_attention", "holov", b, n)
+    ch, cw = min(h, _CROPS_PER_SIDE), min(w, _CROPS_PER_SIDE)
+    crop = mx.array((_bins(h, ch)[:, None] * cw + _bins(w, cw)[None, :]).reshape(-1))
+    onehot = (crop[:, None] == mx.arange(ch * cw)[None, :]).astype(mx.float32)  # [N, C]
+    same = crop[:, None] == crop[None, :]
+    sim = mx.where(same, cosine(x), 0.0)
+    count = mx.sum(onehot, axis=0) ** 2  # pairs per crop
+    mean = (mx.sum(sim, axis=-1) @ onehot) / count
+    var = mx.maximum((mx.sum(sim * sim, axis=-1) @ onehot) / count - mean * mean, 0.0)
+    att_share = (att @ onehot) / mx.maximum(mx.sum(att, axis=-1, keepdims=True), 1e-12)
+    var_share = var / mx.maximum(mx.sum(var, axis=-1, keepdims=True), 1e-12)
+    weight = 0.5 * (att_share + var_share) + 1e-6  # every crop can still win a seat
+    idx = mx.arange(n)
+    ahead = same & (
+        (att[:, None, :] > att[:, :, None])
+        | ((att[:, None, :] == att[:, :, None]) & (idx[None, :] < idx[:, None]))
+    )
+    rank = mx.sum(ahead, axis=-1).astype(mx.float32)  # rank of each token in its crop
+    priority = (rank + 0.5) / mx.take(weight, crop, axis=1)
+    return top_indices(-priority, m)
