@@ -1,0 +1,97 @@
+"""Draw a reduction over its image: which patches each reduced token stands for.
+
+Kept tokens (chosen by the base reducer, one patch each) get an outline; merged groups
+are tinted, one colour per group, with borders where neighbouring patches belong to
+different groups. Pure functions of the image and the reduction's bookkeeping.
+"""
+
+import colorsys
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+KEPT_COLOR = (0, 255, 0)
+BORDER_COLOR = (255, 255, 255)
+TINT_ALPHA = 0.45
+
+
+def group_colors(num: int, seed: int = 0) -> np.ndarray:
+    """``num`` distinct RGB colours (uint8 [num, 3]), golden-ratio hue steps."""
+    hues = (seed * 0.13 + np.arange(num) * 0.618034) % 1.0
+    rgb = [colorsys.hsv_to_rgb(h, 0.85, 1.0) for h in hues]
+    return (np.asarray(rgb, dtype=np.float32) * 255).round().astype(np.uint8)
+
+
+def _cell_edges(cells: int, pixels: int) -> np.ndarray:
+    return np.linspace(0, pixels, cells + 1).round().astype(int)
+
+
+def render_overlay(image, assignment, merged, grid, min_cell_px: int = 16):
+    """The overlay as a new RGB ``PIL.Image``.
+
+    ``image``: a PIL image (the grid is stretched over all of it). ``assignment``: [N]
+    reduced-token index of every original token, row-major over ``grid`` = (rows, cols)
+    with rows * cols == N. ``merged``: [M] bool, True for tokens made by anchor merging.
+    The image is upscaled so each grid cell is at least ``min_cell_px`` pixels.
+    """
+    from PIL import Image
+
+    rows, cols = grid
+    assignment = np.asarray(assignment).reshape(-1)
+    merged = np.asarray(merged).reshape(-1).astype(bool)
+    if assignment.size != rows * cols:
+        raise ValueError(f"grid {rows}x{cols} does not match {assignment.size} tokens")
+    if assignment.size and (assignment.min() < 0 or assignment.max() >= merged.size):
+        raise ValueError("assignment refers to tokens outside merged")
+    scale = max(1, -(-min_cell_px * max(rows, cols) // max(image.width, image.height)))
+    size = (image.width * scale, image.height * scale)
+    pixels = np.asarray(image.convert("RGB").resize(size, Image.NEAREST), np.float32)
+    ys, xs = _cell_edges(rows, size[1]), _cell_edges(cols, size[0])
+    labels = assignment.reshape(rows, cols)
+    colors = group_colors(merged.size).astype(np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            g = labels[r, c]
+            block = pixels[ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+            if merged[g]:
+                block[:] = (1 - TINT_ALPHA) * block + TINT_ALPHA * colors[g]
+                _group_borders(block, labels, r, c)
+            else:
+                _outline(block, KEPT_COLOR)
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+def _outline(block: np.ndarray, color) -> None:
+    block[0, :] = block[-1, :] = color
+    block[:, 0] = block[:, -1] = color
+
+
+def _group_borders(block: np.ndarray, labels: np.ndarray, r: int, c: int) -> None:
+    """Draw this cell's sides that face a cell of another group."""
+    rows, cols = labels.shape
+    g = labels[r, c]
+    if r == 0 or labels[r - 1, c] != g:
+        block[0, :] = BORDER_COLOR
+    if r == rows - 1 or labels[r + 1, c] != g:
+        block[-1, :] = BORDER_COLOR
+    if c == 0 or labels[r, c - 1] != g:
+        block[:, 0] = BORDER_COLOR
+    if c == cols - 1 or labels[r, c + 1] != g:
+        block[:, -1] = BORDER_COLOR
+
+
+def save_overlay(path, image, assignment, merged, grid, **kwargs) -> Path:
+    """Render and write the overlay PNG to ``path`` atomically (no partial file)."""
+    path = Path(path)
+    picture = render_overlay(image, assignment, merged, grid, **kwargs)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            picture.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

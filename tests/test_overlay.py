@@ -1,0 +1,71 @@
+"""The overlay tells kept tokens from merged groups, on a hand-made reduction."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from PIL import Image
+
+from restore_mlx import Reduction
+from restore_mlx.overlay import KEPT_COLOR, render_overlay, save_overlay
+
+
+def _reduction():
+    # 4x4 grid -> 5 tokens: 0 and 3 kept (one patch each); 1 = left half minus token
+    # 0's patch, 2 = right half minus token 3's patch, 4 = the bottom row.
+    assignment = np.array(
+        [[0, 1, 2, 2], [1, 1, 2, 3], [1, 1, 2, 2], [4, 4, 4, 4]]
+    ).reshape(1, 16)
+    merged = np.array([[False, True, True, False, True]])
+    sizes = np.bincount(assignment[0], minlength=5)[None]
+    return Reduction(
+        features=mx.zeros((1, 5, 8)),
+        sizes=mx.array(sizes),
+        assignment=mx.array(assignment),
+        positions=mx.array([[0, 1, 2, 7, 12]]),
+        merged=mx.array(merged),
+    )
+
+
+def _cell(picture, r, c, cell):
+    return np.asarray(picture)[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell]
+
+
+def test_kept_outlined_merged_tinted_per_group():
+    red = Image.new("RGB", (32, 32), (200, 0, 0))
+    red_px = np.array([200, 0, 0])
+    reduction = _reduction()
+    picture = render_overlay(
+        red, np.array(reduction.assignment[0]), np.array(reduction.merged[0]), (4, 4)
+    )
+    cell = picture.width // 4
+    assert picture.size == (4 * cell, 4 * cell) and cell >= 16
+    kept = _cell(picture, 0, 0, cell)
+    assert (kept[0, 0] == KEPT_COLOR).all()  # outline
+    assert (kept[cell // 2, cell // 2] == red_px).all()  # inside untouched
+    inner = [
+        _cell(picture, r, c, cell)[cell // 2, cell // 2]
+        for r, c in [(1, 0), (1, 1), (2, 1), (0, 2), (2, 3), (3, 0), (3, 3)]
+    ]
+    # Merged patches are tinted away from the image; one colour per group.
+    assert all(not (px == red_px).all() for px in inner)
+    assert (inner[0] == inner[1]).all() and (inner[1] == inner[2]).all()
+    assert (inner[3] == inner[4]).all() and (inner[5] == inner[6]).all()
+    assert not (inner[0] == inner[3]).all() and not (inner[0] == inner[5]).all()
+
+
+def test_grid_must_match_assignment():
+    with pytest.raises(ValueError, match="grid"):
+        render_overlay(Image.new("RGB", (8, 8)), np.zeros(16, int), [True], (3, 3))
+
+
+def test_save_overlay_writes_png_atomically(tmp_path):
+    reduction = _reduction()
+    out = save_overlay(
+        tmp_path / "o.png",
+        Image.new("RGB", (20, 30)),
+        np.array(reduction.assignment[0]),
+        np.array(reduction.merged[0]),
+        (4, 4),
+    )
+    assert Image.open(out).format == "PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
