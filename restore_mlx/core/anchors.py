@@ -40,6 +40,9 @@ def anchor_merge(x: mx.array, k: int, rule: str = "reference"):
     if not 1 <= k <= n:
         raise ValueError(f"anchor count must be in [1, {n}], got {k}")
     sim = cosine(x)
+    # Exact symmetry and unit diagonal make tied densities (e.g. duplicate tokens) tie
+    # exactly, instead of being ordered by the matmul's rounding.
+    sim = mx.where(mx.eye(n, dtype=mx.bool_), 1.0, 0.5 * (sim + sim.swapaxes(1, 2)))
     anchors = top_indices(anchor_scores(sim, rule), k)
     to_anchor = mx.take_along_axis(
         sim, mx.broadcast_to(anchors[:, None, :], (*sim.shape[:2], k)), axis=2
