@@ -1,7 +1,12 @@
-"""User-facing errors: what the command-line tools report in one line, exit code 2."""
+"""User input checks for the command-line tools: errors they report in one line (exit
+status 2), and output files written atomically so a failure leaves nothing behind."""
 
 import argparse
+import json
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 
 class InputError(ValueError):
@@ -20,3 +25,43 @@ def fail(message, prog=None) -> "NoReturn":  # noqa: F821
     text = " ".join(str(message).split())  # one line, whatever the message held
     print(f"{prog or sys.argv[0]}: error: {text}", file=sys.stderr)
     sys.exit(2)
+
+
+def check_images(paths) -> list:
+    """Open every local image now, so a bad path fails before the model loads."""
+    from PIL import Image, UnidentifiedImageError
+
+    pictures = []
+    for path in paths:
+        if str(path).startswith(("http://", "https://")):
+            pictures.append(None)  # fetched by mlx-vlm
+            continue
+        if not Path(path).exists():
+            raise InputError(f"image not found: {path}")
+        try:
+            with Image.open(path) as picture:
+                picture.load()
+                pictures.append(picture.convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            reason = str(e) or type(e).__name__
+            raise InputError(f"cannot read image {path}: {reason}") from None
+    return pictures
+
+
+def check_output(path, flag: str) -> None:
+    """An InputError unless the folder that will hold ``path`` exists."""
+    if path is not None and not Path(path).expanduser().parent.is_dir():
+        raise InputError(f"{flag}: folder of {path} does not exist")
+
+
+def write_json_atomic(path, data) -> None:
+    """Write ``data`` as JSON to ``path`` via a temporary file and rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
