@@ -36,17 +36,19 @@ def anchor_merge(x: mx.array, k: int, rule: str = "reference"):
     cosine-similar to (each anchor joins itself). The merged feature is the members'
     (size-weighted) mean, computed by the caller from ``labels``.
     """
-    n = x.shape[1]
+    return anchors_from_similarity(cosine(x), k, rule)
+
+
+def anchors_from_similarity(sim: mx.array, k: int, rule: str = "reference"):
+    """``anchor_merge`` given the tokens' cosine similarities sim [B, N, N]."""
+    n = sim.shape[1]
     if not 1 <= k <= n:
         raise ValueError(f"anchor count must be in [1, {n}], got {k}")
-    sim = cosine(x)
     # Exact symmetry and unit diagonal make tied densities (e.g. duplicate tokens) tie
     # exactly, instead of being ordered by the matmul's rounding.
     sim = mx.where(mx.eye(n, dtype=mx.bool_), 1.0, 0.5 * (sim + sim.swapaxes(1, 2)))
     anchors = top_indices(anchor_scores(sim, rule), k)
-    to_anchor = mx.take_along_axis(
-        sim, mx.broadcast_to(anchors[:, None, :], (*sim.shape[:2], k)), axis=2
-    )
+    to_anchor = mx.take_along_axis(sim, anchors[:, None, :], axis=2)
     labels = mx.argmax(to_anchor, axis=-1).astype(mx.int32)
     # An anchor always joins its own group, even if another anchor is a tie at 1.0.
     own = mx.broadcast_to(mx.arange(k, dtype=mx.int32), anchors.shape)

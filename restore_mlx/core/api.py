@@ -7,9 +7,9 @@ import mlx.core as mx
 
 from ..config import ANCHOR_RULES, POSITION_RULES
 from . import mergers, pruners, spatial
-from .anchors import anchor_merge
+from .anchors import anchors_from_similarity
 from .budget import resolve_budget, split_budget
-from .ops import complement, gather_rows
+from .ops import Tokens, complement, gather_rows
 from .positions import finalize, identity
 from .scores import check_known
 from .types import Reduction
@@ -29,10 +29,6 @@ class Reducer:
     scores: tuple = ()  # score keywords the method reads (required or optional)
 
 
-def _group_anchors(x, m, scores, rule="reference"):
-    return anchor_merge(x, m, rule)[1]
-
-
 REDUCERS = {
     "tome": Reducer(group=mergers.group_tome),
     "pool": Reducer(group=spatial.group_pool, scores=("grid",)),
@@ -46,7 +42,7 @@ REDUCERS = {
     ),
     "fastv": Reducer(select=pruners.select_fastv, scores=("text_attention",)),
     "dart": Reducer(select=pruners.select_dart, scores=("keys",)),
-    "anchors": Reducer(group=_group_anchors),
+    "anchors": Reducer(),  # distinctive anchor merging alone, see _base
     "random": Reducer(select=pruners.select_random, scores=("seed",)),
     "uniform": Reducer(select=pruners.select_uniform),
 }
@@ -76,20 +72,21 @@ def _check_x(x) -> mx.array:
     return x
 
 
-def _base(x, spec, m, rule, anchor_rule, scores, method):
+def _base(tok, spec, m, rule, anchor_rule, scores, method):
     """The method alone at budget m."""
+    x = tok.x
+    if method == "anchors":
+        _, labels = anchors_from_similarity(tok.sim, m, anchor_rule)
+        merged = mx.ones((x.shape[0], m), dtype=mx.bool_)
+        return finalize(x, labels, m, rule=rule, merged=merged)
     if spec.group is not None:
-        if method == "anchors":
-            labels = anchor_merge(x, m, anchor_rule)[1]
-            merged = mx.ones((x.shape[0], m), dtype=mx.bool_)
-            return finalize(x, labels, m, rule=rule, merged=merged)
-        return finalize(x, spec.group(x, m, scores), m, rule=rule)
-    kept = spec.select(x, m, scores)
+        return finalize(x, spec.group(tok, m, scores), m, rule=rule)
+    kept = spec.select(tok, m, scores)
     # Pruning keeps features as they are; the coverage groups are only bookkeeping,
     # and a kept token sits at its own index whatever the rule.
     return finalize(
         x,
-        pruners.cover(x, kept),
+        pruners.cover(tok, kept),
         m,
         rule=rule,
         features=gather_rows(x, kept),
@@ -97,13 +94,14 @@ def _base(x, spec, m, rule, anchor_rule, scores, method):
     )
 
 
-def _restore(x, spec, m, rule, anchor_rule, scores):
+def _restore(tok, spec, m, rule, anchor_rule, scores):
     """RESTORE: the base keeps m - k tokens, the rest are merged into k anchors."""
+    x = tok.x
     b, n, _ = x.shape
     m_keep, k = split_budget(m)
-    kept = spec.select(x, m_keep, scores) if m_keep else mx.zeros((b, 0), mx.int32)
+    kept = spec.select(tok, m_keep, scores) if m_keep else mx.zeros((b, 0), mx.int32)
     rest = complement(kept, n)
-    _, local = anchor_merge(gather_rows(x, rest), k, anchor_rule)
+    _, local = anchors_from_similarity(tok.sub_sim(rest), k, anchor_rule)
     labels = mx.zeros((b, n), dtype=mx.int32)
     if m_keep:
         own = mx.broadcast_to(mx.arange(m_keep, dtype=mx.int32), kept.shape)
@@ -157,6 +155,7 @@ def reduce(
     spec = REDUCERS[method]
     if m == x.shape[1]:
         return identity(x)
+    tok = Tokens(x)
     if restore and anchors and spec.select is not None:
-        return _restore(x, spec, m, position_rule, anchor_rule, scores)
-    return _base(x, spec, m, position_rule, anchor_rule, scores, method)
+        return _restore(tok, spec, m, position_rule, anchor_rule, scores)
+    return _base(tok, spec, m, position_rule, anchor_rule, scores, method)

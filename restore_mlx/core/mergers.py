@@ -34,11 +34,12 @@ def _tome_round(x, labels, n, r):
     return mx.take_along_axis(remap, labels, axis=1)
 
 
-def group_tome(x, m, scores):
+def group_tome(tok, m, scores):
     """ToMe: bipartite soft matching rounds on cosine similarity until m groups remain.
 
     Each round merges at most half the groups, so it takes about log2(N / m) rounds.
     """
+    x = tok.x
     b, n, _ = x.shape
     labels = mx.broadcast_to(mx.arange(n, dtype=mx.int32), (b, n))
     while n > m:
@@ -48,23 +49,25 @@ def group_tome(x, m, scores):
     return labels
 
 
-def select_visionzip(x, m, scores):
+def select_visionzip(tok, m, scores):
     """VisionZip's dominant tokens: the m with the largest ``cls_attention``."""
+    x = tok.x
     b, n, _ = x.shape
     return top_indices(token_scores(scores, "cls_attention", "visionzip", b, n), m)
 
 
-def group_visionzip(x, m, scores):
+def group_visionzip(tok, m, scores):
     """VisionZip: dominant tokens by [CLS] attention plus merged contextual tokens.
 
     About 10/64 of the budget (at least 1) is contextual: targets evenly strided over
     the non-dominant tokens, each other non-dominant token merged into its most
     cosine-similar target. Dominant tokens stay alone.
     """
+    x = tok.x
     b, n, _ = x.shape
     n_ctx = max(1, round(m * _CONTEXT_SHARE))
     n_dom = m - n_ctx
-    dom = select_visionzip(x, n_dom, scores) if n_dom else mx.zeros((b, 0), mx.int32)
+    dom = select_visionzip(tok, n_dom, scores) if n_dom else mx.zeros((b, 0), mx.int32)
     rest = complement(dom, n)
     n_rest = rest.shape[1]
     slots = (mx.arange(n_ctx, dtype=mx.int32) * n_rest) // n_ctx

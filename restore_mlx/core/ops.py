@@ -74,3 +74,35 @@ def rows_to_labels(idx: mx.array, n: int, labels: mx.array) -> mx.array:
     """An assignment [B, n] with ``out[b, idx[b, j]] = labels[b, j]`` (idx covers 0..n-1)."""
     out = mx.zeros((idx.shape[0], n), dtype=mx.int32)
     return mx.put_along_axis(out, idx, labels.astype(mx.int32), axis=1)
+
+
+class Tokens:
+    """Features x [B, N, D] with their cosine similarity [B, N, N], built at most once.
+
+    Several stages (a base reducer, its bookkeeping, anchor merging) need similarities
+    of the same tokens; once one stage has built the full matrix the others slice it
+    instead of running another N x N x D matmul.
+    """
+
+    def __init__(self, x: mx.array):
+        self.x = x
+        self._sim = None
+
+    @property
+    def sim(self) -> mx.array:
+        if self._sim is None:
+            self._sim = cosine(self.x)
+        return self._sim
+
+    def sim_to(self, idx: mx.array) -> mx.array:
+        """Similarity [B, N, K] of every token to the tokens idx [B, K]."""
+        if self._sim is None:
+            return cosine(self.x, gather_rows(self.x, idx))
+        return mx.take_along_axis(self._sim, idx[:, None, :], axis=2)
+
+    def sub_sim(self, idx: mx.array) -> mx.array:
+        """Similarity [B, K, K] among the tokens idx [B, K]."""
+        if self._sim is None:
+            return cosine(gather_rows(self.x, idx))
+        rows = mx.take_along_axis(self._sim, idx[:, :, None], axis=1)
+        return mx.take_along_axis(rows, idx[:, None, :], axis=2)

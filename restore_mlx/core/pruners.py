@@ -1,28 +1,30 @@
 """Pruning reducers: each picks which tokens to keep, features untouched.
 
-Every ``select_*`` function takes x [B, N, D], a count m and the checked scores, and
-returns the kept indices [B, m] (int32, ascending). ``cover`` does the bookkeeping that
+Every ``select_*`` function takes the tokens (``ops.Tokens``: features x [B, N, D] and
+their shared similarity), a count m and the scores, and returns the kept indices [B, m]
+(int32, ascending). ``cover`` does the bookkeeping that
 assigns each dropped token to the kept token it is most similar to.
 """
 
 import mlx.core as mx
 
-from .ops import complement, cosine, gather_rows, top_indices
+from .ops import Tokens, complement, cosine, gather_rows, top_indices
 from .scores import keys_or_x, token_scores
 
 # divprune's greedy loop is evaluated in chunks so the lazy graph stays small.
 _EVAL_EVERY = 64
 
 
-def cover(x: mx.array, kept: mx.array) -> mx.array:
+def cover(tok: Tokens, kept: mx.array) -> mx.array:
     """Assignment [B, N] of every token to the most cosine-similar kept token (0..m-1)."""
-    labels = mx.argmax(cosine(x, gather_rows(x, kept)), axis=-1).astype(mx.int32)
+    labels = mx.argmax(tok.sim_to(kept), axis=-1).astype(mx.int32)
     own = mx.broadcast_to(mx.arange(kept.shape[1], dtype=mx.int32), kept.shape)
     return mx.put_along_axis(labels, kept, own, axis=1)
 
 
-def select_random(x, m, scores):
+def select_random(tok, m, scores):
     """m tokens drawn uniformly without replacement, from ``seed`` (default 0)."""
+    x = tok.x
     b, n, _ = x.shape
     seed = scores.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -31,28 +33,31 @@ def select_random(x, m, scores):
     return top_indices(u, m)
 
 
-def select_uniform(x, m, scores):
+def select_uniform(tok, m, scores):
     """m evenly strided tokens: the middle token of each of m equal spans of 0..N-1."""
+    x = tok.x
     b, n, _ = x.shape
     idx = ((2 * mx.arange(m, dtype=mx.int32) + 1) * n) // (2 * m)
     return mx.broadcast_to(idx, (b, m))
 
 
-def select_fastv(x, m, scores):
+def select_fastv(tok, m, scores):
     """FastV: the m tokens the text attends to most (``text_attention`` [B, N])."""
+    x = tok.x
     b, n, _ = x.shape
     return top_indices(token_scores(scores, "text_attention", "fastv", b, n), m)
 
 
-def select_divprune(x, m, scores):
+def select_divprune(tok, m, scores):
     """DivPrune: greedy max-min cosine diversity.
 
     Starts from the token least similar to its nearest neighbour, then repeatedly adds
     the token whose distance (1 - cosine) to the kept set is largest. One vectorised
     step per selection (a Python loop over the m picks, none over tokens).
     """
+    x = tok.x
     b, n, _ = x.shape
-    dist = 1.0 - cosine(x)
+    dist = 1.0 - tok.sim
     eye = mx.eye(n, dtype=mx.bool_)
     first = mx.argmax(mx.min(mx.where(eye, mx.inf, dist), axis=-1), axis=-1)
     picks = [first]
@@ -70,13 +75,14 @@ def select_divprune(x, m, scores):
     return mx.sort(mx.stack(picks, axis=1), axis=1).astype(mx.int32)
 
 
-def select_dart(x, m, scores):
+def select_dart(tok, m, scores):
     """DART: pivots by key norm, then the tokens least similar to any pivot.
 
     ``max(1, m // 8)`` pivots are the tokens with the largest ``keys`` norm (``keys``
     defaults to x); the other ``m - pivots`` kept tokens are those whose highest cosine
     similarity to a pivot (on x) is lowest.
     """
+    x = tok.x
     n = x.shape[1]
     keys = keys_or_x(scores, x).astype(mx.float32)
     p = max(1, m // 8)
@@ -105,11 +111,12 @@ def dedup(x: mx.array, cand: mx.array, m: int) -> mx.array:
     return cand.astype(mx.int32)
 
 
-def select_vispruner(x, m, scores):
+def select_vispruner(tok, m, scores):
     """VisPruner: ``ceil(m / 2)`` important tokens by ``cls_attention``, the rest diverse.
 
     The diverse tokens come from the remaining ones by similarity dedup (``dedup``).
     """
+    x = tok.x
     b, n, _ = x.shape
     att = token_scores(scores, "cls_attention", "vispruner", b, n)
     n_imp = (m + 1) // 2

@@ -5,7 +5,7 @@ import math
 import mlx.core as mx
 import numpy as np
 
-from .ops import cosine, top_indices
+from .ops import top_indices
 from .scores import grid_shape, token_scores
 
 # HoloV-style crops: the grid is cut into at most this many crops per side.
@@ -54,15 +54,16 @@ def grid_partition(m: int, h: int, w: int) -> np.ndarray:
     return labels.reshape(-1)
 
 
-def group_pool(x, m, scores):
+def group_pool(tok, m, scores):
     """pool: average over exactly m contiguous grid pools (``grid_partition``)."""
+    x = tok.x
     b, n, _ = x.shape
     h, w = grid_shape(scores, n, "pool")
     labels = mx.array(grid_partition(m, h, w))
     return mx.broadcast_to(labels, (b, n))
 
 
-def select_holov(x, m, scores):
+def select_holov(tok, m, scores):
     """HoloV-style: the budget spread over spatial crops by attention and diversity.
 
     The grid is cut into up to 4 x 4 crops. A crop's weight is the mean of its share of
@@ -72,6 +73,7 @@ def select_holov(x, m, scores):
     j-th best token by attention has priority (j + 0.5) / weight), which hands out
     exactly m tokens, never more than a crop holds.
     """
+    x = tok.x
     b, n, _ = x.shape
     h, w = grid_shape(scores, n, "holov")
     att = token_scores(scores, "cls_attention", "holov", b, n)
@@ -79,7 +81,7 @@ def select_holov(x, m, scores):
     crop = mx.array((_bins(h, ch)[:, None] * cw + _bins(w, cw)[None, :]).reshape(-1))
     onehot = (crop[:, None] == mx.arange(ch * cw)[None, :]).astype(mx.float32)  # [N, C]
     same = crop[:, None] == crop[None, :]
-    sim = mx.where(same, cosine(x), 0.0)
+    sim = mx.where(same, tok.sim, 0.0)
     count = mx.sum(onehot, axis=0) ** 2  # pairs per crop
     mean = (mx.sum(sim, axis=-1) @ onehot) / count
     var = mx.maximum((mx.sum(sim * sim, axis=-1) @ onehot) / count - mean * mean, 0.0)
