@@ -1,0 +1,166 @@
+"""llava (CLIP tower + llama/qwen2 LM) in mlx-vlm 0.7.10: the only llava-aware code.
+
+Patched by class swap: ``LanguageModel`` (plan once per forward) and every layer's
+``Attention``, which re-runs mlx-vlm's attention with RoPE at the plan's per-token
+positions (``rope`` only takes an int offset, so tokens move into the batch axis) and
+the plan's additive mask. With no plan it calls mlx-vlm's own ``__call__``.
+"""
+
+import mlx.core as mx
+
+from ..core import calibration as cal
+from .state import RestoreLanguageModel, swap_class, unswap_class
+
+NAME = "llava"
+ATTRS = ("_restore", "_restore_layer")
+
+
+class _Attention:
+    def __call__(self, x, mask=None, cache=None):
+        plan = self._restore.plan
+        if plan is None:
+            return super().__call__(x, mask, cache)
+        from mlx_vlm.models.base import scaled_dot_product_attention
+
+        B, L, _ = x.shape
+        q = self.q_proj(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
+        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        q, k = plan.apply_rope(self.rope, q), plan.apply_rope(self.rope, k)
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)
+        mask = plan.mask(self._restore_layer, mask)
+        plan.observe(q, k, mask, self.scale)
+        out = scaled_dot_product_attention(q, k, v, cache, scale=self.scale, mask=mask)
+        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+def patch(model, state):
+    """Swap the language model's and attention layers' classes; no weight changes."""
+    lm = model.language_model
+    swap_class(lm, RestoreLanguageModel, _restore=state)
+    for i, layer in enumerate(lm.model.layers):
+        swap_class(layer.self_attn, _Attention, _restore=state, _restore_layer=i)
+
+
+def unpatch(model):
+    lm = model.language_model
+    unswap_class(lm, *ATTRS)
+    for layer in lm.model.layers:
+        unswap_class(layer.self_attn, *ATTRS)
+
+
+def layers(model):
+    return model.language_model.model.layers
+
+
+def rope_thetas(model):
+    """The LM's RoPE frequencies (with linear scaling) and no M-RoPE section."""
+    rope = layers(model)[0].self_attn.rope
+    thetas = cal.rope_thetas(rope.dims, rope.base, scale=rope.scale)
+    return thetas, None
+
+
+def image_span(model, input_ids):
+    """(start, N) of the one run of image tokens in ``input_ids`` [1, T]."""
+    return _span(input_ids, model.config.image_token_index)
+
+
+def _span(input_ids, token):
+    hits = [i for i, t in enumerate(input_ids[0].tolist()) if t == token]
+    if not hits:
+        return None
+    start, n = hits[0], len(hits)
+    if hits[-1] != start + n - 1:
+        raise ValueError(
+            "only one image per prompt is supported (image tokens not contiguous)"
+        )
+    return start, n
+
+
+def encode(model, pixel_values, extra, need_cls=False):
+    """Visual tokens [1, N, D] as llava prefills them, the grid and [CLS] attention [1, N]."""
+    vision = model.vision_tower.vision_model
+    *_, hidden = model.vision_tower(
+        pixel_values.transpose(0, 2, 3, 1), output_hidden_states=True
+    )
+    layer = model.vision_feature_layer
+    strategy = model.vision_feature_select_strategy
+    picks = [layer] if isinstance(layer, int) else list(layer)
+    chosen = [hidden[i][:, 1:] if strategy == "default" else hidden[i] for i in picks]
+    features = model.multi_modal_projector(mx.concatenate(chosen, axis=-1))
+    n = features.shape[1]
+    side = int(round(n**0.5))
+    grid = (side, n // side) if side * (n // side) == n else None
+    cls = _cls_attention(vision, hidden, picks[0], strategy) if need_cls else None
+    return features, grid, cls
+
+
+def _cls_attention(vision, hidden, layer, strategy):
+    """Mean-over-heads attention of [CLS] to the patches in the layer that outputs the
+    selected features, recomputed from the hidden state entering it (CLIP towers in
+    mlx-vlm return no attention maps)."""
+    if vision.embeddings.class_embedding is None or strategy != "default":
+        raise ValueError(
+            "this llava vision tower has no [CLS] token (SigLIP or 'full' feature "
+            "strategy); pick a method that does not need cls_attention, e.g. divprune"
+        )
+    blocks = vision.encoder.layers
+    index = layer if layer >= 0 else len(hidden) + layer
+    block = blocks[max(index - 1, 0)]
+    h = block.layer_norm1(hidden[max(index - 1, 0)])
+    attn = block.self_attn
+    B, T, _ = h.shape
+    q = attn.q_proj(h[:, :1]).reshape(B, 1, attn.num_heads, -1).transpose(0, 2, 1, 3)
+    k = attn.k_proj(h).reshape(B, T, attn.num_heads, -1).transpose(0, 2, 1, 3)
+    probs = mx.softmax((q * attn.scale) @ k.swapaxes(-1, -2), axis=-1)
+    return probs.mean(axis=1)[:, 0, 1:]
+
+
+def full_positions(model, input_ids, extra):
+    """Unreduced RoPE positions [T] (llava: 0..T-1)."""
+    return mx.arange(input_ids.shape[1], dtype=mx.int32)
+
+
+def layout(model, sample, features, kept, start, n, positions_on):
+    """The reduced prompt: ids, prompt positions, decode shift, generate kwargs.
+
+    ``kept`` [M] are the original indices (0..N-1) of the reduced visual tokens.
+    """
+    ids = sample["input_ids"]
+    T, M = ids.shape[1], features.shape[1]
+    image = mx.full((1, M), model.config.image_token_index, dtype=ids.dtype)
+    reduced = mx.concatenate([ids[:, :start], image, ids[:, start + n :]], axis=1)
+    if positions_on:
+        rope = mx.concatenate(
+            [mx.arange(start), start + kept.astype(mx.int32), mx.arange(start + n, T)]
+        ).astype(mx.int32)
+        shift = cal.decode_shift(n, M)
+    else:
+        rope, shift = None, 0
+    kwargs = {"pixel_values": sample["pixel_values"], "cached_image_features": features}
+    bias_positions = (
+        rope if rope is not None else mx.arange(reduced.shape[1], dtype=mx.int32)
+    )
+    return dict(
+        ids=reduced,
+        rope=rope,
+        shift=shift,
+        bias_positions=bias_positions,
+        kwargs=kwargs,
+    )
+
+
+def run_layer(model, layer, h, positions):
+    """One LM layer on the full prompt without cache (for in-LLM scoring)."""
+    return layer(h, "causal", None)
+
+
+def queries_keys(model, layer, x, positions):
+    """RoPE'd queries [B, H, T, D], keys [B, Hkv, T, D] and pre-RoPE keys [B, T, Hkv*D]."""
+    attn = layer.self_attn
+    B, T, _ = x.shape
+    raw = attn.k_proj(x)
+    q = attn.q_proj(x).reshape(B, T, attn.n_heads, -1).transpose(0, 2, 1, 3)
+    k = raw.reshape(B, T, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    return attn.rope(q), attn.rope(k), raw

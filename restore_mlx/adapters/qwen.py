@@ -1,0 +1,158 @@
+"""qwen2_vl / qwen2_5_vl in mlx-vlm 0.7.10: the only Qwen-aware code.
+
+Positions need no patch: the LM takes ``position_ids`` (3, B, L) and ``rope_deltas``,
+so the reduced prompt gets the kept columns of the full-sequence ``get_rope_index`` and
+decode continues at ``max_position + 1 - reduced_length``. The bias does: Qwen's
+``LanguageModel.__call__`` does not forward ``mask``, so every layer's ``Attention`` is
+class-swapped to take the plan's mask; it calls mlx-vlm's own ``__call__`` with it
+(a re-implementation runs only when tracing the attention share).
+"""
+
+import sys
+
+import mlx.core as mx
+
+from .llava import _span
+from .state import RestoreLanguageModel, swap_class, unswap_class
+
+NAMES = ("qwen2_vl", "qwen2_5_vl")
+ATTRS = ("_restore", "_restore_layer")
+
+
+class _Attention:
+    def __call__(
+        self, x, mask=None, cache=None, position_ids=None, position_embeddings=None
+    ):
+        plan = self._restore.plan
+        if plan is not None:
+            mask = plan.mask(self._restore_layer, mask)
+            if plan.trace is not None:
+                return self._traced(
+                    plan, x, mask, cache, position_ids, position_embeddings
+                )
+        return super().__call__(x, mask, cache, position_ids, position_embeddings)
+
+    def _traced(self, plan, x, mask, cache, position_ids, position_embeddings):
+        # mlx-vlm's attention, step by step, to read the last query's attention weights.
+        from mlx_vlm.models.base import scaled_dot_product_attention
+
+        B, L, _ = x.shape
+        q = self.q_proj(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
+        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        if position_ids is None:
+            offset = cache.offset if cache is not None else 0
+            position_ids = mx.tile(mx.arange(offset, offset + L)[None, None], (3, B, 1))
+        if position_embeddings is None:
+            q, k = self.rotary_emb.apply_rotary(q, k, position_ids, unsqueeze_dim=1)
+        else:
+            lang = sys.modules[type(self)._restore_base.__module__]
+            cos, sin = position_embeddings
+            q, k = lang.apply_multimodal_rotary_pos_emb(q, k, cos, sin, unqueeze_dim=1)
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)
+        plan.observe(q, k, mask, self.scale)
+        out = scaled_dot_product_attention(q, k, v, cache, scale=self.scale, mask=mask)
+        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+def patch(model, state):
+    """Swap the language model's and attention layers' classes; no weight changes."""
+    lm = model.language_model
+    swap_class(lm, RestoreLanguageModel, _restore=state)
+    for i, layer in enumerate(lm.model.layers):
+        swap_class(layer.self_attn, _Attention, _restore=state, _restore_layer=i)
+
+
+def unpatch(model):
+    lm = model.language_model
+    unswap_class(lm, *ATTRS)
+    for layer in lm.model.layers:
+        unswap_class(layer.self_attn, *ATTRS)
+
+
+def layers(model):
+    return model.language_model.model.layers
+
+
+def rope_thetas(model):
+    """The LM's M-RoPE frequencies and their (t, h, w) sections."""
+    rotary = layers(model)[0].self_attn.rotary_emb
+    return rotary.inv_freq.astype(mx.float32), list(rotary.mrope_section)
+
+
+def image_span(model, input_ids):
+    """(start, N) of the one run of image tokens in ``input_ids`` [1, T]."""
+    return _span(input_ids, model.config.image_token_id)
+
+
+def encode(model, pixel_values, extra, need_cls=False):
+    """Visual tokens [1, N, D] after the merger, the merged (h, w) grid, no [CLS]."""
+    if need_cls:
+        raise ValueError(
+            f"{model.config.model_type}'s vision tower has no [CLS] token; methods that "
+            "need cls_attention (vispruner, holov, visionzip) are not supported on it"
+        )
+    thw = extra.get("image_grid_thw")
+    if thw is None or thw.shape[0] != 1:
+        raise ValueError("Qwen prompts need image_grid_thw for exactly one image")
+    dtype = model.vision_tower.patch_embed.proj.weight.dtype
+    features = model.vision_tower(
+        pixel_values.astype(dtype), thw, output_hidden_states=False
+    )
+    t, h, w = thw[0].tolist()
+    merge = model.config.vision_config.spatial_merge_size
+    grid = (h // merge, w // merge) if t == 1 else None
+    return features[None], grid, None
+
+
+def full_positions(model, input_ids, extra):
+    """Unreduced (t, h, w) positions [3, T] from mlx-vlm's own ``get_rope_index``."""
+    positions, _ = model.language_model.get_rope_index(
+        input_ids, extra.get("image_grid_thw")
+    )
+    return positions[:, 0, :].astype(mx.int32)
+
+
+def layout(model, sample, features, kept, start, n, positions_on):
+    """The reduced prompt: ids, (t, h, w) positions, rope_deltas, generate kwargs."""
+    ids = sample["input_ids"]
+    T, M = ids.shape[1], features.shape[1]
+    image = mx.full((1, M), model.config.image_token_id, dtype=ids.dtype)
+    reduced = mx.concatenate([ids[:, :start], image, ids[:, start + n :]], axis=1)
+    P = reduced.shape[1]
+    if positions_on:
+        full = full_positions(model, ids, sample)
+        cols = mx.concatenate(
+            [mx.arange(start), start + kept.astype(mx.int32), mx.arange(start + n, T)]
+        )
+        positions = full[:, cols]
+        delta = int(mx.max(full).item()) + 1 - P
+    else:
+        positions = mx.broadcast_to(mx.arange(P, dtype=mx.int32)[None], (3, P))
+        delta = 0
+    kwargs = {
+        "pixel_values": sample["pixel_values"],
+        "cached_image_features": features[0],
+        "position_ids": positions[:, None, :],
+        "rope_deltas": mx.array([[delta]]),
+    }
+    return dict(
+        ids=reduced, rope=None, shift=0, bias_positions=positions, kwargs=kwargs
+    )
+
+
+def run_layer(model, layer, h, positions):
+    """One LM layer on the full prompt without cache (for in-LLM scoring)."""
+    return layer(h, "causal", None, positions[:, None, :], None)
+
+
+def queries_keys(model, layer, x, positions):
+    """RoPE'd queries [B, H, T, D], keys [B, Hkv, T, D] and pre-RoPE keys [B, T, Hkv*D]."""
+    attn = layer.self_attn
+    B, T, _ = x.shape
+    raw = attn.k_proj(x)
+    q = attn.q_proj(x).reshape(B, T, attn.n_heads, -1).transpose(0, 2, 1, 3)
+    k = raw.reshape(B, T, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    q, k = attn.rotary_emb.apply_rotary(q, k, positions[:, None, :], unsqueeze_dim=1)
+    return q, k, raw

@@ -1,0 +1,345 @@
+"""RESTORE inside mlx-vlm: ``apply``/``remove`` a patch, ``prepare_inputs`` per request,
+``inspect_prefill`` for the eval harness.
+
+Flow of one request (batch 1): the processor output goes through the vision tower once,
+the method's scores are computed, ``restore_mlx.reduce`` reduces the visual tokens, and
+the reduced prompt (text + M image tokens) is what mlx-vlm prefills and caches: pass
+``prepared.input_ids`` and ``**prepared.generate_kwargs`` to ``mlx_vlm.stream_generate``.
+The model keeps the request's positions and biases in its ``RestoreState``; every new
+``prepare_inputs`` replaces them.
+"""
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .adapters import SUPPORTED, adapter_for
+from .adapters.state import Prompt, RestoreState
+from .config import RestoreConfig
+from .core import calibration as cal
+from .core.api import REDUCERS, reduce
+from .core.budget import resolve_budget
+from .core.types import Reduction
+from .presets import get_preset
+
+__all__ = [
+    "SUPPORTED",
+    "apply",
+    "remove",
+    "prepare_inputs",
+    "prepare_tokens",
+    "inspect_prefill",
+]
+
+# In-LLM reducers (FastV, DART) score with the attention of this LM layer (1-based: the
+# second layer), from a pre-pass over the full prompt through the layers before it.
+LLM_SCORE_LAYER = 2
+
+
+@dataclass
+class PreparedPrompt:
+    """One request, ready for ``mlx_vlm.stream_generate(model, processor, prompt, image,
+    input_ids=p.input_ids, **p.generate_kwargs)``."""
+
+    input_ids: mx.array
+    generate_kwargs: dict
+    reduction: Optional[Reduction]
+    visual_tokens_before: int
+    visual_tokens_after: int
+    prompt_tokens: int
+    vision_s: float = 0.0
+    reduce_s: float = 0.0
+    prompt: Optional[Prompt] = field(default=None, repr=False)
+
+
+@dataclass
+class PrefillTrace:
+    """One prefill: last-position ``logits`` [B, V], final-norm ``hidden`` [B, D], and
+    ``visual_attention`` [B] (last query's attention share on visual keys, mean over
+    heads and layers; with calibration, the share of the calibrated softmax)."""
+
+    logits: mx.array
+    hidden: mx.array
+    visual_attention: mx.array
+
+
+def _resolve(preset, config, overrides) -> RestoreConfig:
+    cfg = get_preset(preset) if preset is not None else (config or RestoreConfig())
+    if overrides:
+        # One budget at a time: setting one clears the other (the default has keep=0.5).
+        if overrides.get("tokens") is not None and "keep" not in overrides:
+            overrides = {**overrides, "keep": None}
+        if overrides.get("keep") is not None and "tokens" not in overrides:
+            overrides = {**overrides, "tokens": None}
+        try:
+            cfg = cfg.with_(**overrides)
+        except TypeError as e:
+            raise ValueError(
+                f"unknown RestoreConfig field in {sorted(overrides)}: {e}"
+            ) from e
+    if cfg.method not in REDUCERS:
+        raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(REDUCERS)}")
+    resolve_budget(1 << 30, keep=cfg.keep, tokens=cfg.tokens)  # bad budgets fail here
+    return cfg
+
+
+def apply(model, preset=None, *, config=None, **overrides):
+    """Patch a loaded mlx-vlm ``model`` in place for RESTORE and return it.
+
+    The recipe is the preset called ``preset``, else ``config``, else ``RestoreConfig()``,
+    with ``overrides`` (RestoreConfig fields) on top. Re-applying replaces the recipe.
+    Unsupported architectures raise ValueError listing ``SUPPORTED``.
+    """
+    adapter = adapter_for(model)
+    cfg = _resolve(preset, config, overrides)
+    state = getattr(model, "_restore_state", None)
+    if state is None:
+        state = RestoreState(cfg)
+        adapter.patch(model, state)
+        object.__setattr__(model, "_restore_state", state)
+    state.config = cfg
+    state.set_prompt(None)
+    return model
+
+
+def remove(model):
+    """Undo ``apply``: original classes, no state. A no-op on an unpatched model."""
+    if getattr(model, "_restore_state", None) is not None:
+        adapter_for(model).unpatch(model)
+        del model.__dict__["_restore_state"]
+    return model
+
+
+def _state(model) -> RestoreState:
+    state = getattr(model, "_restore_state", None)
+    if state is None:
+        raise ValueError(
+            "the model is not patched: call restore_mlx.apply(model) first"
+        )
+    return state
+
+
+def prepare_inputs(model, processor, prompt, images, *, config=None) -> PreparedPrompt:
+    """Process a chat-formatted ``prompt`` with ``images`` (paths or PIL images), reduce
+    its visual tokens and arm the model for it. Only batch 1 (one prompt, at most one
+    image) is supported, as in mlx-vlm's own generate."""
+    from mlx_vlm.utils import prepare_inputs as vlm_prepare
+
+    try:
+        from .adapters.processors import fix_processor
+
+        fix_processor(processor)
+    except ImportError:  # the processor fix lands separately; llava needs it
+        pass
+    images = (
+        [images]
+        if isinstance(images, (str, bytes)) or hasattr(images, "size")
+        else images
+    )
+    inputs = vlm_prepare(
+        processor,
+        images=list(images) or None if images else None,
+        prompts=prompt,
+        image_token_index=getattr(model.config, "image_token_index", None),
+    )
+    sample = {
+        k: v for k, v in inputs.items() if k != "attention_mask" and v is not None
+    }
+    return prepare_tokens(model, sample, config=config)
+
+
+def prepare_tokens(model, sample, *, config=None) -> PreparedPrompt:
+    """``prepare_inputs`` from processor output ``sample`` (``input_ids`` [1, T],
+    ``pixel_values`` and model extras such as ``image_grid_thw``)."""
+    state, adapter = _state(model), adapter_for(model)
+    cfg = config or state.config
+    ids = sample["input_ids"]
+    if ids.ndim != 2 or ids.shape[0] != 1:
+        raise ValueError(
+            f"only batch 1 is supported, got input_ids of shape {ids.shape}"
+        )
+    pixels = sample.get("pixel_values")
+    span = adapter.image_span(model, ids) if pixels is not None else None
+    if span is None:
+        return _unreduced(state, sample, None, 0, 0.0)
+    start, n = span
+    need = REDUCERS[cfg.method].scores if cfg.method in REDUCERS else ()
+    t0 = time.perf_counter()
+    features, grid, cls = adapter.encode(model, pixels, sample, "cls_attention" in need)
+    mx.eval(features, cls) if cls is not None else mx.eval(features)
+    vision_s = time.perf_counter() - t0
+    if features.shape[1] != n:
+        raise ValueError(
+            f"{n} image tokens in the prompt but {features.shape[1]} features"
+        )
+    m = resolve_budget(n, keep=cfg.keep, tokens=cfg.tokens)
+    if m == n:
+        return _unreduced(state, sample, (start, features), n, vision_s)
+    t1 = time.perf_counter()
+    scores = _scores(model, adapter, sample, cfg, need, features, start, grid, cls)
+    red = reduce(
+        features, cfg.method, keep=cfg.keep, tokens=cfg.tokens, restore=cfg.restore,
+        anchors=cfg.anchors, anchor_rule=cfg.anchor_rule, position_rule=cfg.position_rule,
+        **scores,
+    )  # fmt: skip
+    mx.eval(red.features, red.sizes, red.positions)
+    reduce_s = time.perf_counter() - t1
+    positions_on = cfg.restore and cfg.positions
+    lay = adapter.layout(
+        model, sample, red.features, red.positions[0], start, n, positions_on
+    )
+    prompt = _prompt(model, adapter, cfg, lay, red, start)
+    state.set_prompt(prompt)
+    return PreparedPrompt(
+        lay["ids"], lay["kwargs"], red, n, red.num_tokens, lay["ids"].shape[1],
+        vision_s, reduce_s, prompt,
+    )  # fmt: skip
+
+
+def _unreduced(state, sample, image, n, vision_s) -> PreparedPrompt:
+    """A prompt that runs as mlx-vlm runs it (no image, or a budget that keeps all)."""
+    ids = sample["input_ids"]
+    kwargs = {k: v for k, v in sample.items() if k != "input_ids"}
+    visual = mx.zeros((ids.shape[1],), dtype=mx.bool_)
+    if image is not None:
+        start, features = image
+        # Reuse the tower's output: the prefill merges it instead of re-encoding.
+        kwargs["cached_image_features"] = (
+            features if "image_grid_thw" not in kwargs else features[0]
+        )
+        visual[start : start + n] = True
+    prompt = Prompt(ids=ids, visual=visual)
+    state.set_prompt(prompt)
+    return PreparedPrompt(ids, kwargs, None, n, n, ids.shape[1], vision_s, 0.0, prompt)
+
+
+def _scores(model, adapter, sample, cfg, need, features, start, grid, cls):
+    """The score keywords ``cfg.method`` reads, computed only when it reads them."""
+    scores = {}
+    if "grid" in need:
+        if grid is None:
+            raise ValueError(f"{cfg.method} needs a rectangular patch grid")
+        scores["grid"] = grid
+    if "cls_attention" in need:
+        scores["cls_attention"] = cls
+    if "seed" in need:
+        scores["seed"] = 0
+    if "text_attention" in need or "keys" in need:
+        attn, keys = _llm_scores(model, adapter, sample, features, start)
+        if "text_attention" in need:
+            scores["text_attention"] = attn
+        if "keys" in need:
+            scores["keys"] = keys
+    return scores
+
+
+def _llm_scores(model, adapter, sample, features, start):
+    """FastV/DART scores from a pre-pass of the full prompt through the first
+    ``LLM_SCORE_LAYER - 1`` layers: the last token's attention to each image token in
+    layer ``LLM_SCORE_LAYER`` (mean over heads) and that layer's pre-RoPE image keys.
+    Costs those layers once more on the unreduced prompt; the real prefill then runs
+    the reduced prompt through every layer, so the cache stays uniform."""
+    ids, n = sample["input_ids"], features.shape[1]
+    kwargs = {k: v for k, v in sample.items() if k not in ("input_ids", "pixel_values")}
+    cached = features if "image_grid_thw" not in kwargs else features[0]
+    embeds = model.get_input_embeddings(
+        ids, sample["pixel_values"], cached_image_features=cached, **kwargs
+    ).inputs_embeds
+    positions = adapter.full_positions(model, ids, sample)
+    layers = adapter.layers(model)
+    k = min(LLM_SCORE_LAYER, len(layers))
+    h = embeds
+    for layer in layers[: k - 1]:
+        h = adapter.run_layer(model, layer, h, positions)
+    layer = layers[k - 1]
+    q, keys, raw = adapter.queries_keys(
+        model, layer, layer.input_layernorm(h), positions
+    )
+    H = q.shape[1]
+    keys = mx.repeat(keys, H // keys.shape[1], axis=1)
+    logits = (q[:, :, -1:] * layer.self_attn.scale) @ keys.swapaxes(-1, -2)
+    attn = mx.softmax(logits.astype(mx.float32), axis=-1).mean(axis=1)[:, 0]
+    return attn[:, start : start + n], raw[:, start : start + n]
+
+
+def _prompt(model, adapter, cfg, lay, red, start) -> Prompt:
+    """Per-request state: positions, the prefill masks and decode bias, built once."""
+    P, M = lay["ids"].shape[1], red.num_tokens
+    dtype = adapter.layers(model)[0].input_layernorm.weight.dtype
+    visual = mx.zeros((P,), dtype=mx.bool_)
+    visual[start : start + M] = True
+    slots = mx.arange(start, start + M)
+    sizes_on = cfg.restore and cfg.size_bias
+    dist_on = cfg.restore and cfg.distance_bias
+    masks = sizes = None
+    if sizes_on:
+        true = cal.log_sizes(cal.key_sizes(P, slots, red.sizes[0]))
+        first = cal.log_sizes(cal.key_sizes(P, slots, red.sizes[0], uniform=True))
+        first = first if cfg.uniform_first_layer else true
+        sizes = (first.astype(dtype), true.astype(dtype))
+    if sizes_on or dist_on:
+        dist = None
+        if dist_on:
+            thetas, section = adapter.rope_thetas(model)
+            pos = lay["bias_positions"]
+            dist = cal.distance_bias(pos, pos, cal.table_for(thetas, pos, section))
+        s = (first, true) if sizes_on else (None, None)
+        masks = tuple(cal.prefill_mask(b, dist, length=P, dtype=dtype) for b in s)
+        mx.eval(masks)
+    return Prompt(
+        ids=lay["ids"], rope=lay["rope"], shift=lay["shift"], masks=masks, sizes=sizes,
+        visual=visual,
+    )  # fmt: skip
+
+
+class _Capture(nn.Module):
+    """Wraps the final norm for one call to record the last position's output."""
+
+    def __init__(self, norm, out):
+        super().__init__()
+        self.norm = norm
+        self._out = out
+
+    def __call__(self, x):
+        y = self.norm(x)
+        self._out.append(y[:, -1, :])
+        return y
+
+
+def inspect_prefill(model, prepared: PreparedPrompt) -> PrefillTrace:
+    """Prefill ``prepared`` once, as generate would, and trace it (see ``PrefillTrace``)."""
+    from mlx_vlm.models.cache import make_prompt_cache
+
+    state = _state(model)
+    state.set_prompt(prepared.prompt)
+    lm = model.language_model
+    kwargs = dict(prepared.generate_kwargs)
+    pixels = kwargs.pop("pixel_values", None)
+    ids = prepared.input_ids
+    emb = model.get_input_embeddings(ids, pixels, mask=None, **kwargs)
+    extra = {
+        k: v for k, v in emb.to_dict().items() if k != "inputs_embeds" and v is not None
+    }
+    # As in generate_step: explicit positions win over the embedding helper's.
+    extra.update({k: kwargs[k] for k in ("position_ids", "rope_deltas") if k in kwargs})
+    hidden, trace = [], []
+    norm = lm.model.norm
+    lm.model.norm = _Capture(norm, hidden)
+    state.trace = trace
+    try:
+        out = lm(
+            ids,
+            inputs_embeds=emb.inputs_embeds,
+            cache=make_prompt_cache(lm),
+            **{**kwargs, **extra},
+        )
+        logits = out.logits[:, -1, :]
+        mx.eval(logits, hidden, trace)
+    finally:
+        lm.model.norm = norm
+        state.trace = None
+    share = mx.stack(trace).mean(axis=0) if trace else mx.zeros((ids.shape[0],))
+    return PrefillTrace(logits=logits, hidden=hidden[0], visual_attention=share)

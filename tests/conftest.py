@@ -1,0 +1,154 @@
+"""Shared fixtures: tiny in-memory mlx-vlm models (random weights, fp32, 2 LM layers).
+
+Each builder returns ``(model, sample)`` where ``sample`` holds a prompt's ``input_ids``
+[1, T] with one image expanded to its visual tokens, ``pixel_values`` and any extra
+model inputs (``image_grid_thw`` for Qwen), as a processor would produce them.
+"""
+
+import os
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+VOCAB = 96
+TEXT = dict(hidden_size=64, num_hidden_layers=2, intermediate_size=96, vocab_size=VOCAB)
+
+
+def _init(model, seed):
+    # Random weights at a scale that keeps logits varied (nothing saturates).
+    mx.random.seed(seed)
+    params = model.parameters()
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    flat = [(k, mx.random.normal(v.shape) * 0.08) for k, v in tree_flatten(params)]
+    model.update(tree_unflatten(flat))
+    model.eval()
+    mx.eval(model.parameters())
+    return model
+
+
+def _ids(before, n_image, after, image_token, seed, prefix=()):
+    rng = np.random.default_rng(seed)
+    text = rng.integers(3, 60, size=before + after).tolist()
+    ids = list(prefix) + text[:before] + [image_token] * n_image + text[before:]
+    return mx.array([ids], dtype=mx.int32)
+
+
+def tiny_llava(seed=0, *, rope_scaling=None):
+    from mlx_vlm.models import llava
+
+    cfg = llava.ModelConfig.from_dict(
+        dict(
+            model_type="llava",
+            image_token_index=90,
+            vocab_size=VOCAB,
+            text_config=llava.TextConfig(
+                model_type="llama",
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                rope_scaling=rope_scaling,
+                **TEXT,
+            ),
+            vision_config=llava.VisionConfig(
+                model_type="clip_vision_model",
+                num_hidden_layers=2,
+                hidden_size=32,
+                intermediate_size=64,
+                num_attention_heads=2,
+                image_size=32,
+                patch_size=8,
+            ),
+        )
+    )
+    model = _init(llava.Model(cfg), seed)
+    mx.random.seed(seed + 1)
+    sample = dict(
+        input_ids=_ids(5, 16, 7, 90, seed),
+        pixel_values=mx.random.normal((1, 3, 32, 32)),
+    )
+    return model, sample
+
+
+def _qwen(module, vision, seed):
+    text = dict(
+        model_type=module.__name__.rsplit(".", 1)[-1],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+        **TEXT,
+    )
+    cfg = module.ModelConfig(
+        text_config=module.TextConfig(**text),
+        vision_config=module.VisionConfig(**vision),
+        model_type=text["model_type"],
+        image_token_id=90,
+        video_token_id=91,
+        vision_start_token_id=92,
+        vocab_size=VOCAB,
+    )
+    model = _init(module.Model(cfg), seed)
+    # A 1 x 8 x 8 patch grid, merged 2 x 2: 16 visual tokens on a 4 x 4 grid.
+    mx.random.seed(seed + 1)
+    sample = dict(
+        input_ids=_ids(5, 16, 7, 90, seed, prefix=()),
+        pixel_values=mx.random.normal((64, 3 * 2 * 4 * 4)),
+        image_grid_thw=mx.array([[1, 8, 8]]),
+    )
+    ids = sample["input_ids"].tolist()[0]
+    ids[4] = 92  # <|vision_start|> right before the image tokens
+    sample["input_ids"] = mx.array([ids], dtype=mx.int32)
+    return model, sample
+
+
+def tiny_qwen2_vl(seed=0):
+    from mlx_vlm.models import qwen2_vl
+
+    vision = dict(
+        depth=1,
+        embed_dim=32,
+        hidden_size=64,
+        num_heads=2,
+        patch_size=4,
+        mlp_ratio=2,
+        spatial_patch_size=4,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    return _qwen(qwen2_vl, vision, seed)
+
+
+def tiny_qwen2_5_vl(seed=0):
+    from mlx_vlm.models import qwen2_5_vl
+
+    vision = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=48,
+        out_hidden_size=64,
+        num_heads=2,
+        patch_size=4,
+        spatial_patch_size=4,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=16,
+        fullatt_block_indexes=[1],
+    )
+    return _qwen(qwen2_5_vl, vision, seed)
+
+
+BUILDERS = {
+    "llava": tiny_llava,
+    "qwen2_vl": tiny_qwen2_vl,
+    "qwen2_5_vl": tiny_qwen2_5_vl,
+}
+
+
+@pytest.fixture(params=sorted(BUILDERS))
+def arch(request):
+    """Each supported architecture's name, in turn."""
+    return request.param

@@ -1,0 +1,237 @@
+"""RESTORE inside mlx-vlm: exactness against unpatched mlx-vlm, positions, cache, chunks."""
+
+import mlx.core as mx
+import pytest
+from conftest import BUILDERS
+from mlx_vlm.generate import generate_step
+from mlx_vlm.models.cache import make_prompt_cache
+
+import restore_mlx.integration as ri
+
+STEPS = 4
+PRUNE = dict(
+    method="divprune", keep=0.5, anchors=False, size_bias=False, distance_bias=False
+)
+
+
+def extras(sample):
+    return {k: v for k, v in sample.items() if k not in ("input_ids", "pixel_values")}
+
+
+def run_generate(model, ids, pixels, kwargs, steps=STEPS, **options):
+    """Greedy decode with mlx-vlm's own generate_step; the logprobs of every step."""
+    out = []
+    gen = generate_step(ids, model, pixels, None, max_tokens=steps, temperature=0.0,
+                        **options, **kwargs)  # fmt: skip
+    for _, logprobs in gen:
+        out.append(logprobs)
+    mx.eval(out)
+    return out
+
+
+def run_prepared(model, prepared, **options):
+    kwargs = dict(prepared.generate_kwargs)
+    pixels = kwargs.pop("pixel_values", None)
+    return run_generate(model, prepared.input_ids, pixels, kwargs, **options)
+
+
+def run_plain(model, sample, **options):
+    return run_generate(model, sample["input_ids"], sample["pixel_values"], extras(sample),
+                        **options)  # fmt: skip
+
+
+def all_equal(a, b):
+    return len(a) == len(b) and all(mx.array_equal(x, y).item() for x, y in zip(a, b))
+
+
+def test_reduction_off_is_bit_identical(arch):
+    ref_model, sample = BUILDERS[arch]()
+    expected = run_plain(ref_model, sample)
+    model, _ = BUILDERS[arch]()
+    ri.apply(model, keep=1.0, restore=False)
+    prepared = ri.prepare_tokens(model, sample)
+    assert prepared.reduction is None
+    assert prepared.visual_tokens_before == prepared.visual_tokens_after == 16
+    assert all_equal(run_prepared(model, prepared), expected)
+    # A prompt that was not prepared runs as mlx-vlm runs it, even after a reduced one.
+    ri.apply(model, "mobile-50")
+    assert ri.prepare_tokens(model, sample).reduction is not None
+    assert all_equal(run_plain(model, sample), expected)
+
+
+def test_remove_restores_the_unpatched_model(arch):
+    ref_model, sample = BUILDERS[arch]()
+    expected = run_plain(ref_model, sample)
+    model, _ = BUILDERS[arch]()
+    classes = [type(layer.self_attn) for layer in model.language_model.model.layers]
+    ri.apply(model, "server-70")
+    run_prepared(model, ri.prepare_tokens(model, sample))
+    ri.remove(model)
+    assert [
+        type(layer.self_attn) for layer in model.language_model.model.layers
+    ] == classes
+    assert not hasattr(model, "_restore_state")
+    assert all_equal(run_plain(model, sample), expected)
+
+
+def _full_masked(model, sample, keep_rows, tokens):
+    """Unpatched full prompt with the removed visual keys masked out, then decode."""
+    ids, lm = sample["input_ids"], model.language_model
+    T = ids.shape[1]
+    emb = model.get_input_embeddings(ids, sample["pixel_values"], **extras(sample))
+    allowed = mx.zeros((T,), dtype=mx.bool_)
+    allowed[keep_rows] = True
+    causal = mx.tril(mx.ones((T, T), dtype=mx.bool_))
+    qwen = emb.position_ids is not None
+    cache = make_prompt_cache(lm)
+
+    def forward(x, mask, step):
+        if not qwen:
+            return lm(None, inputs_embeds=x, mask=mask, cache=cache).logits
+        pos = (
+            emb.position_ids
+            if step is None
+            else mx.full((3, 1, 1), step) + emb.position_ids.max() + 1
+        )
+        h = lm.model(None, inputs_embeds=x, mask=mask, cache=cache, position_ids=pos)
+        return lm.lm_head(h) if "lm_head" in lm else lm.model.embed_tokens.as_linear(h)
+
+    logits = [forward(emb.inputs_embeds, causal & allowed, None)[:, keep_rows]]
+    for i, tok in enumerate(tokens):
+        allowed = mx.concatenate([allowed, mx.array([True])])
+        x = lm.model.embed_tokens(mx.array([[tok]]))
+        logits.append(forward(x, allowed[None], i))
+    return logits
+
+
+def _reduced(model, prepared, tokens):
+    lm = model.language_model
+    kwargs = dict(prepared.generate_kwargs)
+    pixels = kwargs.pop("pixel_values")
+    emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs)
+    extra = {k: kwargs[k] for k in ("position_ids", "rope_deltas") if k in kwargs}
+    cache = make_prompt_cache(lm)
+    logits = [
+        lm(
+            prepared.input_ids, inputs_embeds=emb.inputs_embeds, cache=cache, **extra
+        ).logits
+    ]
+    assert cache[0].offset == prepared.prompt_tokens
+    for tok in tokens:
+        logits.append(lm(mx.array([[tok]]), cache=cache).logits)
+    return logits
+
+
+def _keep_rows(prepared, start=5, n=16, T=28):
+    kept = (start + prepared.reduction.positions[0]).tolist()
+    return mx.array(list(range(start)) + kept + list(range(start + n, T)))
+
+
+def test_pruning_at_original_positions_equals_masked_full_model(arch):
+    model, sample = BUILDERS[arch]()
+    ref_model, _ = BUILDERS[arch]()
+    ri.apply(model, **PRUNE)
+    prepared = ri.prepare_tokens(model, sample)
+    assert not mx.any(prepared.reduction.merged).item()
+    tokens = [7, 11, 3]
+    got = _reduced(model, prepared, tokens)
+    want = _full_masked(ref_model, sample, _keep_rows(prepared), tokens)
+    for g, w in zip(got, want):
+        assert mx.array_equal(g, w).item()
+    # Re-indexed positions (the base as usually deployed) do not equal it.
+    ri.apply(model, **{**PRUNE, "positions": False})
+    reindexed = _reduced(model, ri.prepare_tokens(model, sample), tokens)
+    assert not mx.array_equal(reindexed[0], want[0]).item()
+    assert not mx.array_equal(reindexed[1], want[1]).item()
+
+
+def test_cache_holds_text_and_kept_tokens(arch):
+    model, sample = BUILDERS[arch]()
+    ri.apply(model, method="divprune", tokens=6)
+    prepared = ri.prepare_tokens(model, sample)
+    assert prepared.visual_tokens_after == 6
+    assert prepared.prompt_tokens == 28 - 16 + 6 == prepared.input_ids.shape[1]
+    cache = make_prompt_cache(model.language_model)
+    run_prepared(model, prepared, steps=1, prompt_cache=cache)
+    # generate_step has run the prompt and two decode steps when it yields the first.
+    assert cache[0].offset == prepared.prompt_tokens + 1
+    assert cache[0].state[0].shape[2] >= cache[0].offset
+
+
+def test_chunked_prefill_with_bias_equals_one_shot(arch):
+    model, sample = BUILDERS[arch]()
+    ri.apply(model, "server-70")
+    prepared = ri.prepare_tokens(model, sample)
+    assert prepared.prompt.masks is not None and prepared.prompt.sizes is not None
+    one_shot = run_prepared(model, prepared, prefill_step_size=None)
+    for step in (3, 7):
+        assert all_equal(
+            run_prepared(model, prepared, prefill_step_size=step), one_shot
+        )
+
+
+def test_bias_changes_the_output(arch):
+    model, sample = BUILDERS[arch]()
+    ri.apply(model, "server-70")
+    calibrated = run_prepared(model, ri.prepare_tokens(model, sample))
+    ri.apply(model, "server-70", size_bias=False, distance_bias=False)
+    plain = run_prepared(model, ri.prepare_tokens(model, sample))
+    assert not mx.array_equal(calibrated[0], plain[0]).item()
+
+
+def test_inspect_prefill_matches_generate(arch):
+    model, sample = BUILDERS[arch]()
+    for preset in ("mobile-50", None):
+        ri.apply(model, preset, **({} if preset else dict(keep=1.0, restore=False)))
+        prepared = ri.prepare_tokens(model, sample)
+        trace = ri.inspect_prefill(model, prepared)
+        first = run_prepared(model, prepared, steps=1)[0]
+        logits = trace.logits[0]
+        assert mx.array_equal(logits - mx.logsumexp(logits), first).item()
+        assert trace.hidden.shape == (1, 64)
+        share = trace.visual_attention.item()
+        assert 0.0 < share < 1.0
+
+
+def test_text_only_prompt_is_unreduced(arch):
+    model, sample = BUILDERS[arch]()
+    ri.apply(model)
+    ids = mx.array([[5, 6, 7, 8, 9]])
+    prepared = ri.prepare_tokens(model, {"input_ids": ids})
+    assert prepared.reduction is None and prepared.visual_tokens_after == 0
+    assert ri.inspect_prefill(model, prepared).visual_attention.item() == 0.0
+
+
+@pytest.mark.parametrize("method", ["fastv", "dart", "pool", "tome"])
+def test_in_llm_and_grid_methods_run(arch, method):
+    model, sample = BUILDERS[arch]()
+    ri.apply(model, method=method, keep=0.25)
+    prepared = ri.prepare_tokens(model, sample)
+    assert prepared.visual_tokens_after == 4
+    assert mx.all(mx.isfinite(ri.inspect_prefill(model, prepared).logits)).item()
+
+
+def test_errors():
+    model, sample = BUILDERS["llava"]()
+
+    class Other:
+        class config:
+            model_type = "gemma3"
+
+    with pytest.raises(ValueError, match="llava, qwen2_vl, qwen2_5_vl"):
+        ri.apply(Other())
+    with pytest.raises(ValueError, match="keep"):
+        ri.apply(model, keep=0.0)
+    with pytest.raises(ValueError, match="unknown method"):
+        ri.apply(model, method="nope")
+    with pytest.raises(ValueError, match="not patched"):
+        ri.prepare_tokens(BUILDERS["llava"]()[0], sample)
+    ri.apply(model, tokens=100)
+    with pytest.raises(ValueError, match="tokens"):
+        ri.prepare_tokens(model, sample)
+    qwen, qsample = BUILDERS["qwen2_vl"]()
+    ri.apply(qwen, method="vispruner")
+    with pytest.raises(ValueError, match="CLS"):
+        ri.prepare_tokens(qwen, qsample)
+    ri.apply(model, method="vispruner", keep=0.5)
+    assert ri.prepare_tokens(model, sample).visual_tokens_after == 8
