@@ -27,12 +27,8 @@ PRESET_KEY = "restore_preset"
 
 def supported_architectures() -> tuple:
     """The ``model_type`` values restore_mlx can reduce."""
-    try:
-        from .integration import SUPPORTED
-    except ModuleNotFoundError as e:  # TEMP until integration.py lands
-        if e.name != "restore_mlx.integration":
-            raise
-        SUPPORTED = ("llava", "qwen2_vl", "qwen2_5_vl")
+    from .integration import SUPPORTED
+
     return tuple(SUPPORTED)
 
 

@@ -34,9 +34,8 @@ def _as_list(image) -> list:
 
 
 def _reduces(model, images) -> bool:
-    from .integration import is_applied
-
-    return bool(images) and is_applied(model)
+    # ``restore_mlx.apply`` hangs its state on the model; ``remove`` takes it off.
+    return bool(images) and getattr(model, "_restore_state", None) is not None
 
 
 def _reduced_call(model, processor, prompt, images, kwargs):
@@ -243,26 +242,6 @@ def _token_grid(model, prepared):
     return side, side
 
 
-def _model_view(picture, processor):
-    """The part of the picture the model sees (CLIP processors centre-crop)."""
-    ip = getattr(processor, "image_processor", None)
-    crop = (
-        getattr(ip, "crop_size", None) if getattr(ip, "do_center_crop", False) else None
-    )
-    if not crop:
-        return picture
-    scale = max(crop["width"] / picture.width, crop["height"] / picture.height)
-    resized = picture.resize(
-        (
-            max(crop["width"], round(picture.width * scale)),
-            max(crop["height"], round(picture.height * scale)),
-        )
-    )
-    left = (resized.width - crop["width"]) // 2
-    top = (resized.height - crop["height"]) // 2
-    return resized.crop((left, top, left + crop["width"], top + crop["height"]))
-
-
 def _print_stats(stats: Stats, config_label: str) -> None:
     print("\n" + "=" * 10)
     if stats.visual_tokens_before:
@@ -344,12 +323,12 @@ def _main(args) -> None:
     stats.preset = preset if prepared is not None else None
     _print_stats(stats, _label(config, preset))
     if args.overlay and prepared is not None and prepared.reduction is not None:
-        from .overlay import save_overlay
+        from .overlay import model_view, save_overlay
 
         r = prepared.reduction
         save_overlay(
             args.overlay,
-            _model_view(pictures[0], processor),
+            model_view(pictures[0], processor.image_processor),
             r.assignment[0].tolist(),
             r.merged[0].tolist(),
             _token_grid(model, prepared),

@@ -82,6 +82,24 @@ def _group_borders(block: np.ndarray, labels: np.ndarray, r: int, c: int) -> Non
         block[:, -1] = BORDER_COLOR
 
 
+def model_view(picture, image_processor=None):
+    """The part of ``picture`` the model sees: CLIP-style processors resize the short
+    side and centre-crop; others (Qwen) resize the whole picture, so keep it all."""
+    ip = image_processor
+    crop = (
+        getattr(ip, "crop_size", None) if getattr(ip, "do_center_crop", False) else None
+    )
+    if not crop:
+        return picture
+    w, h = crop["width"], crop["height"]
+    scale = max(w / picture.width, h / picture.height)
+    resized = picture.resize(
+        (max(w, round(picture.width * scale)), max(h, round(picture.height * scale)))
+    )
+    left, top = (resized.width - w) // 2, (resized.height - h) // 2
+    return resized.crop((left, top, left + w, top + h))
+
+
 def save_overlay(path, image, assignment, merged, grid, **kwargs) -> Path:
     """Render and write the overlay PNG to ``path`` atomically (no partial file)."""
     path = Path(path)

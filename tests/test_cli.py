@@ -1,0 +1,194 @@
+"""restore_mlx.generate: the CLI end to end on tiny converted checkpoints, its errors,
+and the library wrappers. Subprocesses only where the process boundary matters."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from restore_mlx.generate import main  # noqa: E402
+from restore_mlx.synthetic import write_checkpoint, write_image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _python(*args):
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True
+    )
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    """HF-layout tiny llava converted to 4-bit by the runner script: (model, image)."""
+    root = tmp_path_factory.mktemp("cli")
+    hf = write_checkpoint(
+        "llava", root / "hf", hidden_size=64
+    )  # 8x8 = 64 visual tokens
+    out = root / "mlx"
+    done = _python("convert/convert.py", "--hf-path", str(hf), "--mlx-path", str(out))
+    assert done.returncode == 0, done.stderr
+    return out, write_image(root / "picture.png", 32)
+
+
+def test_end_to_end_subprocess_reports_reduced_tokens(llava, tmp_path):
+    model, image = llava
+    stats_file, overlay = tmp_path / "stats.json", tmp_path / "overlay.png"
+    done = _python(
+        "-m", "restore_mlx.generate", "--model", str(model), "--image", str(image),
+        "--prompt", "what color is the square ?", "--max-tokens", "4",
+        "--stats-json", str(stats_file), "--overlay", str(overlay),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Visual tokens: 64 -> 32" in done.stdout
+    stats = json.loads(stats_file.read_text())
+    assert (stats["visual_tokens_before"], stats["visual_tokens_after"]) == (64, 32)
+    assert stats["method"] == "divprune" and stats["keep"] == 0.5 and stats["restore"]
+    assert stats["preset"] == "mobile-50"
+    for key in ("prompt_tokens", "prefill_s", "ttft_s", "generation_tps"):
+        assert stats[key] > 0
+    assert stats["peak_memory_gb"] >= 0
+
+    from PIL import Image
+
+    assert Image.open(overlay).format == "PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["overlay.png", "stats.json"]
+
+
+def test_bad_input_subprocess_one_line_no_traceback(llava, tmp_path):
+    model, _ = llava
+    stats_file = tmp_path / "stats.json"
+    done = _python(
+        "-m", "restore_mlx.generate", "--model", str(model), "--prompt", "hi",
+        "--image", str(tmp_path / "missing.png"), "--stats-json", str(stats_file),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"restore-mlx-generate: error: image not found: {tmp_path / 'missing.png'}"
+    ]
+    assert not stats_file.exists()
+
+
+def _run(argv, capsys):
+    """main(argv) in process: (exit code, stdout, stderr)."""
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _bad_image(tmp_path):
+    path = tmp_path / "corrupt.png"
+    path.write_bytes(b"\x89PNG not really")
+    return path
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--image", "{bad}"], "cannot read image"),
+        (["--image", "{img}", "--preset", "nope"], "unknown preset 'nope'"),
+        (["--image", "{img}", "--method", "nope"], "unknown method 'nope'"),
+        (["--image", "{img}", "--preset", "mobile-25", "--keep", "0.3"], "--preset"),
+        (["--image", "{img}", "--keep", "0.3", "--tokens", "8"], "--keep and --tokens"),
+        (["--image", "{img}", "--keep", "1.5"], "--keep must be in"),
+        (["--image", "{img}", "--tokens", "1000"], "tokens must be in"),
+        (["--image", "{img}", "--overlay", "{tmp}/no/o.png"], "--overlay"),
+        (["--image", "{img}", "--image", "{img}", "--overlay", "{tmp}/o.png"], "one"),
+        (["--image", "{img}", "--keep"], "expected one argument"),
+    ],
+)
+def test_bad_inputs_exit_2_one_line_nothing_written(
+    llava, tmp_path, capsys, extra, message
+):
+    model, image = llava
+    subs = {"{bad}": str(_bad_image(tmp_path)), "{img}": str(image)}
+    extra = [subs.get(a, a.replace("{tmp}", str(tmp_path))) for a in extra]
+    stats_file = tmp_path / "stats.json"
+    argv = ["--model", model, "--prompt", "hi", "--stats-json", stats_file, *extra]
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert "Traceback" not in err
+    assert not stats_file.exists() and not (tmp_path / "o.png").exists()
+
+
+def test_unsupported_architecture(tmp_path, capsys):
+    folder = tmp_path / "gemma"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
+    code, _, err = _run(["--model", folder, "--prompt", "hi"], capsys)
+    assert code == 2 and "'gemma3' is not supported" in err
+
+
+def test_prompt_without_image_runs_unreduced(llava, tmp_path, capsys):
+    model, _ = llava
+    stats_file = tmp_path / "s.json"
+    argv = ["--model", model, "--prompt", "hi", "--max-tokens", 2, "--stats-json",
+            stats_file]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 0 and "unreduced" in err
+    stats = json.loads(stats_file.read_text())
+    assert stats["visual_tokens_before"] == stats["visual_tokens_after"] == 0
+    assert stats["restore"] is False and stats["method"] is None
+
+
+def test_method_budget_and_no_restore(llava, tmp_path, capsys):
+    model, image = llava
+    stats_file = tmp_path / "s.json"
+    argv = ["--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 1,
+            "--method", "pool", "--tokens", 16, "--no-restore", "--stats-json",
+            stats_file]  # fmt: skip
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    stats = json.loads(stats_file.read_text())
+    assert stats["visual_tokens_after"] == 16 and stats["tokens"] == 16
+    assert stats["method"] == "pool" and stats["restore"] is False
+    assert stats["preset"] is None and "RESTORE off" in out
+
+
+def test_default_preset_comes_from_conversion_qwen(tmp_path, capsys):
+    from restore_mlx.convert import convert
+
+    hf = write_checkpoint("qwen2_vl", tmp_path / "hf", image_size=112)
+    model = convert(str(hf), str(tmp_path / "mlx"), quantize=False, preset="server-70")
+    image = write_image(tmp_path / "p.png", 112)
+    stats_file = tmp_path / "s.json"
+    argv = ["--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 1,
+            "--stats-json", stats_file]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    stats = json.loads(stats_file.read_text())
+    assert stats["preset"] == "server-70" and stats["keep"] == 0.3
+    assert stats["visual_tokens_before"] == 64 > stats["visual_tokens_after"]
+
+
+def test_library_generate_reduces_only_when_applied(llava):
+    from mlx_vlm.prompt_utils import apply_chat_template
+
+    import restore_mlx
+    from restore_mlx.adapters.processors import load
+
+    path, image = llava
+    model, processor = load(path)
+    prompt = apply_chat_template(processor, model.config, "hi", num_images=1)
+    plain = restore_mlx.generate(model, processor, prompt, [str(image)], max_tokens=2)
+    restore_mlx.apply(model, "mobile-50")
+    reduced = restore_mlx.generate(model, processor, prompt, str(image), max_tokens=2)
+    assert plain.prompt_tokens - reduced.prompt_tokens == 32
+    chunks = list(
+        restore_mlx.stream_generate(model, processor, prompt, str(image), max_tokens=2)
+    )
+    assert chunks[-1].prompt_tokens == reduced.prompt_tokens
+    restore_mlx.remove(model)
+    again = restore_mlx.generate(model, processor, prompt, str(image), max_tokens=2)
+    assert again.prompt_tokens == plain.prompt_tokens
