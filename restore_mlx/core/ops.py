@@ -20,7 +20,10 @@ def cosine(a: mx.array, b: mx.array = None) -> mx.array:
 
 def gather_rows(x: mx.array, idx: mx.array) -> mx.array:
     """``x[b, idx[b]]`` for x [B, N, D] and idx [B, K] -> [B, K, D]."""
-    return mx.take_along_axis(x, idx[..., None], axis=1)
+    b, n, d = x.shape
+    # A flat row gather is far faster than take_along_axis with a broadcast index.
+    flat = (idx + (mx.arange(b, dtype=mx.int32) * n)[:, None]).reshape(-1)
+    return mx.take(x.reshape(b * n, d), flat, axis=0).reshape(b, idx.shape[1], d)
 
 
 def _flat(labels: mx.array, m: int) -> mx.array:
@@ -104,5 +107,4 @@ class Tokens:
         """Similarity [B, K, K] among the tokens idx [B, K]."""
         if self._sim is None:
             return cosine(gather_rows(self.x, idx))
-        rows = mx.take_along_axis(self._sim, idx[:, :, None], axis=1)
-        return mx.take_along_axis(rows, idx[:, None, :], axis=2)
+        return mx.take_along_axis(gather_rows(self._sim, idx), idx[:, None, :], axis=2)

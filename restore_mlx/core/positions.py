@@ -3,7 +3,7 @@
 import mlx.core as mx
 
 from ..config import POSITION_RULES
-from .ops import bincount, segment_mean
+from .ops import bincount, gather_rows, segment_mean
 from .types import Reduction
 
 
@@ -50,7 +50,7 @@ def finalize(x, assignment, m, *, rule, features=None, positions=None, merged=No
     order = mx.argsort(positions, axis=1).astype(mx.int32)
     relabel = mx.argsort(order, axis=1).astype(mx.int32)
     return Reduction(
-        features=mx.take_along_axis(features, order[..., None], axis=1),
+        features=gather_rows(features, order),
         sizes=mx.take_along_axis(sizes, order, axis=1),
         assignment=mx.take_along_axis(relabel, assignment, axis=1),
         positions=mx.take_along_axis(positions, order, axis=1).astype(mx.int32),
