@@ -125,25 +125,25 @@ def _state(model) -> RestoreState:
 def prepare_inputs(model, processor, prompt, images, *, config=None) -> PreparedPrompt:
     """Process a chat-formatted ``prompt`` with ``images`` (paths or PIL images), reduce
     its visual tokens and arm the model for it. Only batch 1 (one prompt, at most one
-    image) is supported, as in mlx-vlm's own generate."""
+    image) is supported, as in mlx-vlm's own generate. ``config`` overrides the applied
+    recipe for this request only."""
     from mlx_vlm.utils import prepare_inputs as vlm_prepare
+    from mlx_vlm.utils import should_add_special_tokens
 
-    try:
-        from .adapters.processors import fix_processor
+    from .adapters.processors import fix_processor
 
-        fix_processor(processor)
-    except ImportError:  # the processor fix lands separately; llava needs it
-        pass
-    images = (
-        [images]
-        if isinstance(images, (str, bytes)) or hasattr(images, "size")
-        else images
-    )
+    fix_processor(processor)  # llava's processor fails under transformers 5 otherwise
+    if images is None or isinstance(images, (str, bytes)) or hasattr(images, "size"):
+        images = [] if images is None else [images]
+    # Tokenized exactly as mlx_vlm.stream_generate would tokenize the same prompt.
     inputs = vlm_prepare(
         processor,
-        images=list(images) or None if images else None,
+        images=list(images) or None,
         prompts=prompt,
         image_token_index=getattr(model.config, "image_token_index", None),
+        add_special_tokens=should_add_special_tokens(
+            model.config.model_type, processor
+        ),
     )
     sample = {
         k: v for k, v in inputs.items() if k != "attention_mask" and v is not None

@@ -1,7 +1,7 @@
 """Calibrated attention (RESTORE step 4): the additive biases on attention logits.
 
-Pure ``mlx.core``. Everything is built once per prompt, in float32 (Metal has no float64)
-and cast to the model dtype at the end:
+Pure ``mlx.core``. Everything is built once per prompt, in float32 (Metal has no
+double precision) and cast to the model dtype at the end:
 
 - size bias ``log s_j`` per key (ToMe's proportional attention), optionally the uniform
   ``N/n`` size for every visual key (the reference's first layer);
