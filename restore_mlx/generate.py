@@ -13,9 +13,7 @@ functions at import time and must stay cheap.
 """
 
 import sys
-import time
-from dataclasses import asdict, dataclass
-from typing import Optional
+from dataclasses import asdict
 
 from .errors import (
     InputError,
@@ -25,6 +23,7 @@ from .errors import (
     fail,
     write_json_atomic,
 )
+from .measure import format_stats, measured_generate
 
 
 def _as_list(image) -> list:
@@ -38,7 +37,7 @@ def _reduces(model, images) -> bool:
     return bool(images) and getattr(model, "_restore_state", None) is not None
 
 
-def _reduced_call(model, processor, prompt, images, kwargs):
+def reduced_call(model, processor, prompt, images, kwargs):
     """Reduce the prompt; the keyword arguments that hand it to mlx-vlm."""
     from .integration import prepare_inputs
 
@@ -54,7 +53,7 @@ def stream_generate(model, processor, prompt, image=None, **kwargs):
 
     images = _as_list(image)
     if _reduces(model, images):
-        _, kwargs = _reduced_call(model, processor, prompt, images, kwargs)
+        _, kwargs = reduced_call(model, processor, prompt, images, kwargs)
     yield from vlm_stream_generate(model, processor, prompt, images or None, **kwargs)
 
 
@@ -65,71 +64,8 @@ def generate(model, processor, prompt, image=None, **kwargs):
 
     images = _as_list(image)
     if _reduces(model, images):
-        _, kwargs = _reduced_call(model, processor, prompt, images, kwargs)
+        _, kwargs = reduced_call(model, processor, prompt, images, kwargs)
     return vlm_generate(model, processor, prompt, images or None, **kwargs)
-
-
-@dataclass
-class Stats:
-    """What the CLI reports (and writes with ``--stats-json``)."""
-
-    visual_tokens_before: int
-    visual_tokens_after: int
-    prompt_tokens: int
-    prefill_s: float
-    ttft_s: float
-    generation_tps: float
-    peak_memory_gb: float
-    method: Optional[str]
-    keep: Optional[float]
-    restore: bool
-    tokens: Optional[int] = None
-    preset: Optional[str] = None
-    generation_tokens: int = 0
-    vision_s: float = 0.0
-    reduce_s: float = 0.0
-
-
-def _run(model, processor, prompt, images, config, on_text, **kwargs):
-    """Generate once, measured: ``(prepared or None, Stats)``. ``config``: the
-    RestoreConfig applied to ``model``, used when there are images."""
-    import mlx.core as mx
-    from mlx_vlm import stream_generate as vlm_stream_generate
-
-    mx.reset_peak_memory()
-    start = time.perf_counter()
-    prepared = None
-    if images:
-        try:
-            prepared, kwargs = _reduced_call(model, processor, prompt, images, kwargs)
-        except ValueError as e:  # e.g. a budget larger than the image's tokens
-            raise InputError(str(e)) from e
-    prefill_start, first, last = time.perf_counter(), None, None
-    for result in vlm_stream_generate(
-        model, processor, prompt, images or None, **kwargs
-    ):
-        first = first or time.perf_counter()
-        last = result
-        on_text(result.text)
-    first = first or time.perf_counter()
-    reduced = prepared is not None and prepared.reduction is not None
-    stats = Stats(
-        visual_tokens_before=prepared.visual_tokens_before if prepared else 0,
-        visual_tokens_after=prepared.visual_tokens_after if prepared else 0,
-        prompt_tokens=last.prompt_tokens if last else 0,
-        prefill_s=first - prefill_start,
-        ttft_s=first - start,
-        generation_tps=last.generation_tps if last else 0.0,
-        peak_memory_gb=mx.get_peak_memory() / 1e9,
-        method=config.method if reduced else None,
-        keep=config.keep if reduced else None,
-        tokens=config.tokens if reduced else None,
-        restore=bool(reduced and config.restore),
-        generation_tokens=last.generation_tokens if last else 0,
-        vision_s=prepared.vision_s if prepared else 0.0,
-        reduce_s=prepared.reduce_s if prepared else 0.0,
-    )
-    return prepared, stats
 
 
 def resolve_config(args, model_config: dict):
@@ -227,51 +163,13 @@ def _format_prompt(processor, model, prompt, system, num_images):
     return apply_chat_template(processor, model.config, messages, num_images=num_images)
 
 
-def _token_grid(model, prepared):
-    """(rows, cols) of the first image's visual tokens."""
-    import math
-
-    import numpy as np
-
-    thw = prepared.generate_kwargs.get("image_grid_thw")
-    if thw is not None:  # Qwen: patches, merged merge x merge into one token
-        _, h, w = (int(v) for v in np.array(thw).reshape(-1, 3)[0])
-        merge = getattr(model.config.vision_config, "spatial_merge_size", 2)
-        return h // merge, w // merge
-    side = math.isqrt(prepared.reduction.assignment.shape[1])
-    return side, side
-
-
-def _print_stats(stats: Stats, config_label: str) -> None:
-    print("\n" + "=" * 10)
-    if stats.visual_tokens_before:
-        print(
-            f"Visual tokens: {stats.visual_tokens_before} -> "
-            f"{stats.visual_tokens_after} ({config_label})"
-        )
-    prefill_tps = stats.prompt_tokens / stats.prefill_s if stats.prefill_s else 0.0
-    print(
-        f"Prompt: {stats.prompt_tokens} tokens, prefill {stats.prefill_s:.3f} s "
-        f"({prefill_tps:.1f} tokens/s)"
-    )
-    print(f"Time to first token: {stats.ttft_s:.3f} s")
-    print(
-        f"Generation: {stats.generation_tokens} tokens, "
-        f"{stats.generation_tps:.1f} tokens/s"
-    )
-    print(f"Peak memory: {stats.peak_memory_gb:.3f} GB")
-
-
 def _label(config, preset) -> str:
     budget = (
-        f"keep {config.keep:g}"
-        if config.keep is not None
-        else (f"{config.tokens} tokens")
+        f"{config.tokens} tokens" if config.keep is None else f"keep {config.keep:g}"
     )
+    restore = "on" if config.restore else "off"
     name = f"preset {preset}: " if preset else ""
-    return (
-        f"{name}{config.method}, {budget}, RESTORE {'on' if config.restore else 'off'}"
-    )
+    return f"{name}{config.method}, {budget}, RESTORE {restore}"
 
 
 def _prepare_model(args, images):
@@ -284,7 +182,10 @@ def _prepare_model(args, images):
     config, preset = resolve_config(args, model_config)
     from .adapters.processors import load
 
-    model, processor = load(args.model)
+    try:
+        model, processor = load(args.model)
+    except (OSError, ValueError, KeyError) as e:  # missing or mismatched weights
+        raise InputError(f"cannot load model {args.model}: {e}") from None
     if images:
         from .integration import apply
 
@@ -295,9 +196,22 @@ def _prepare_model(args, images):
     return model, processor, config, preset
 
 
+def _save_overlay(path, picture, model, processor, prepared) -> None:
+    from .overlay import model_view, save_overlay, token_grid
+
+    if prepared is None or prepared.reduction is None:
+        print("Nothing was reduced: no overlay written.", file=sys.stderr)
+        return
+    r = prepared.reduction
+    merge = getattr(model.config.vision_config, "spatial_merge_size", 1)
+    grid = token_grid(r.assignment.shape[1], prepared.generate_kwargs, merge)
+    view = model_view(picture, getattr(processor, "image_processor", None))
+    save_overlay(path, view, r.assignment[0].tolist(), r.merged[0].tolist(), grid)
+
+
 def _main(args) -> None:
-    if args.overlay and len(args.image) != 1:
-        raise InputError("--overlay needs exactly one --image")
+    if args.overlay and (len(args.image) != 1 or "://" in args.image[0]):
+        raise InputError("--overlay needs exactly one --image, a local file")
     check_output(args.stats_json, "--stats-json")
     check_output(args.overlay, "--overlay")
     pictures = check_images(args.image)
@@ -309,30 +223,22 @@ def _main(args) -> None:
         import mlx.core as mx
 
         mx.random.seed(args.seed)
-    prepared, stats = _run(
+    sampling = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    on_text = lambda text: print(text, end="", flush=True)  # noqa: E731
+    prepared, stats = measured_generate(
         model,
         processor,
         prompt,
         args.image,
         config,
-        lambda text: print(text, end="", flush=True),
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
+        on_text,
         seed=args.seed,
+        **sampling,
     )
     stats.preset = preset if prepared is not None else None
-    _print_stats(stats, _label(config, preset))
-    if args.overlay and prepared is not None and prepared.reduction is not None:
-        from .overlay import model_view, save_overlay
-
-        r = prepared.reduction
-        save_overlay(
-            args.overlay,
-            model_view(pictures[0], processor.image_processor),
-            r.assignment[0].tolist(),
-            r.merged[0].tolist(),
-            _token_grid(model, prepared),
-        )
+    print(format_stats(stats, _label(config, preset)))
+    if args.overlay:
+        _save_overlay(args.overlay, pictures[0], model, processor, prepared)
     if args.stats_json:
         write_json_atomic(args.stats_json, asdict(stats))
 

@@ -6,6 +6,7 @@ different groups. Pure functions of the image and the reduction's bookkeeping.
 """
 
 import colorsys
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -98,6 +99,19 @@ def model_view(picture, image_processor=None):
     )
     left, top = (resized.width - w) // 2, (resized.height - h) // 2
     return resized.crop((left, top, left + w, top + h))
+
+
+def token_grid(num_tokens: int, model_inputs=None, merge: int = 1) -> tuple:
+    """(rows, cols) of one image's visual tokens. Qwen processors report the patch grid
+    (``image_grid_thw``), merged ``merge`` x ``merge`` per token; others are square."""
+    thw = (model_inputs or {}).get("image_grid_thw")
+    if thw is not None:
+        _, h, w = (int(v) for v in np.array(thw).reshape(-1, 3)[0])
+        return h // merge, w // merge
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"{num_tokens} visual tokens do not form a square grid")
+    return side, side
 
 
 def save_overlay(path, image, assignment, merged, grid, **kwargs) -> Path:

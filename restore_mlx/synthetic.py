@@ -60,7 +60,8 @@ _LLAVA_TEMPLATE = (
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 _QWEN_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}"
     "{{ m['content'] }}{% else %}{% for c in m['content'] %}"
     "{% if c['type'] == 'image' or 'image' in c %}"
     "<|vision_start|><|image_pad|><|vision_end|>"

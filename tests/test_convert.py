@@ -15,7 +15,7 @@ from restore_mlx.synthetic import write_checkpoint  # noqa: E402
 
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory):
-    # hidden 64: the LM's linear layers are multiples of the group size, so they quantize
+    # hidden 64: LM linear layers are multiples of the group size, so they quantize
     root = tmp_path_factory.mktemp("hf")
     return write_checkpoint("llava", root / "llava", hidden_size=64)
 

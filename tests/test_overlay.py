@@ -69,3 +69,27 @@ def test_save_overlay_writes_png_atomically(tmp_path):
     )
     assert Image.open(out).format == "PNG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
+
+
+def test_token_grid_square_or_qwen_thw():
+    from restore_mlx.overlay import token_grid
+
+    assert token_grid(64) == (8, 8)
+    assert token_grid(24, {"image_grid_thw": mx.array([[1, 8, 12]])}, merge=2) == (4, 6)
+    with pytest.raises(ValueError, match="square"):
+        token_grid(24)
+
+
+def test_model_view_centre_crops_like_clip():
+    from restore_mlx.overlay import model_view
+
+    class Clip:
+        do_center_crop = True
+        crop_size = {"height": 10, "width": 10}
+
+    wide = Image.new("RGB", (40, 20), (0, 0, 0))
+    wide.paste((255, 255, 255), (15, 0, 25, 20))  # a white centre band
+    view = model_view(wide, Clip())
+    assert view.size == (10, 10)
+    assert np.asarray(view)[5, 5].tolist() == [255, 255, 255]
+    assert model_view(wide, None) is wide

@@ -37,7 +37,7 @@ class _DropTokenizerKwargs:
 
 def _fixed_class(cls):
     if cls not in _FIXED_CLASSES:
-        # Same __name__ and __module__: image_processor_type in saved configs is unchanged.
+        # Same __name__ and __module__: saved configs keep their image_processor_type.
         attrs = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
         _FIXED_CLASSES[cls] = type(cls.__name__, (_DropTokenizerKwargs, cls), attrs)
     return _FIXED_CLASSES[cls]
@@ -67,7 +67,7 @@ def fix_processor(processor):
 
 
 def load(path_or_hf_repo, **kwargs):
-    """``mlx_vlm.utils.load`` followed by :func:`fix_processor`: ``(model, processor)``."""
+    """``mlx_vlm.utils.load``, then :func:`fix_processor`: ``(model, processor)``."""
     from mlx_vlm.utils import load as vlm_load
 
     model, processor = vlm_load(str(path_or_hf_repo), **kwargs)
