@@ -117,7 +117,8 @@ def configure_parser() -> OneLineParser:
         "--image",
         action="append",
         default=[],
-        help="Image path or URL (repeatable). Without one, the prompt runs unreduced.",
+        help="Image path or URL (one per prompt). Without one, the prompt runs "
+        "unreduced.",
     )
     p.add_argument("--prompt", required=True, help="The user message.")
     p.add_argument("--system", default=None, help="An optional system message.")
@@ -210,8 +211,10 @@ def _save_overlay(path, picture, model, processor, prepared) -> None:
 
 
 def _main(args) -> None:
-    if args.overlay and (len(args.image) != 1 or "://" in args.image[0]):
-        raise InputError("--overlay needs exactly one --image, a local file")
+    if len(args.image) > 1:  # as in mlx-vlm's generate, one image per prompt
+        raise InputError(f"one --image per prompt is supported, got {len(args.image)}")
+    if args.overlay and (not args.image or "://" in args.image[0]):
+        raise InputError("--overlay needs an --image that is a local file")
     check_output(args.stats_json, "--stats-json")
     check_output(args.overlay, "--overlay")
     pictures = check_images(args.image)

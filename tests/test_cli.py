@@ -103,7 +103,8 @@ def _bad_image(tmp_path):
         (["--image", "{img}", "--keep", "1.5"], "--keep must be in"),
         (["--image", "{img}", "--tokens", "1000"], "tokens must be in"),
         (["--image", "{img}", "--overlay", "{tmp}/no/o.png"], "--overlay"),
-        (["--image", "{img}", "--image", "{img}", "--overlay", "{tmp}/o.png"], "one"),
+        (["--image", "{img}", "--image", "{img}"], "one --image per prompt"),
+        (["--overlay", "{tmp}/o.png"], "--overlay needs an --image"),
         (["--image", "{img}", "--keep"], "expected one argument"),
     ],
 )

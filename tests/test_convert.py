@@ -93,3 +93,11 @@ def test_bad_options_rejected_before_work(hf, tmp_path, kwargs, message):
 def test_missing_source(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         convert(str(tmp_path / "nowhere"), str(tmp_path / "m"))
+
+
+def test_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # empty cache
+    with pytest.raises(InputError, match="cannot fetch config.json of 'org/model'"):
+        convert("org/model", str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()
