@@ -17,6 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .adapters import SUPPORTED, adapter_for
+from .adapters.scores import method_scores, score_names
 from .adapters.state import Prompt, RestoreState
 from .config import RestoreConfig
 from .core import calibration as cal
@@ -33,10 +34,6 @@ __all__ = [
     "prepare_tokens",
     "inspect_prefill",
 ]
-
-# In-LLM reducers (FastV, DART) score with the attention of this LM layer (1-based: the
-# second layer), from a pre-pass over the full prompt through the layers before it.
-LLM_SCORE_LAYER = 2
 
 
 @dataclass
@@ -166,7 +163,7 @@ def prepare_tokens(model, sample, *, config=None) -> PreparedPrompt:
     if span is None:
         return _unreduced(state, sample, None, 0, 0.0)
     start, n = span
-    need = REDUCERS[cfg.method].scores if cfg.method in REDUCERS else ()
+    need = score_names(REDUCERS[cfg.method])
     t0 = time.perf_counter()
     features, grid, cls = adapter.encode(model, pixels, sample, "cls_attention" in need)
     mx.eval(features, cls) if cls is not None else mx.eval(features)
@@ -179,7 +176,9 @@ def prepare_tokens(model, sample, *, config=None) -> PreparedPrompt:
     if m == n:
         return _unreduced(state, sample, (start, features), n, vision_s)
     t1 = time.perf_counter()
-    scores = _scores(model, adapter, sample, cfg, need, features, start, grid, cls)
+    scores = method_scores(
+        model, adapter, sample, cfg, need, features, start, grid, cls
+    )
     red = reduce(
         features, cfg.method, keep=cfg.keep, tokens=cfg.tokens, restore=cfg.restore,
         anchors=cfg.anchors, anchor_rule=cfg.anchor_rule, position_rule=cfg.position_rule,
@@ -214,55 +213,6 @@ def _unreduced(state, sample, image, n, vision_s) -> PreparedPrompt:
     prompt = Prompt(ids=ids, visual=visual)
     state.set_prompt(prompt)
     return PreparedPrompt(ids, kwargs, None, n, n, ids.shape[1], vision_s, 0.0, prompt)
-
-
-def _scores(model, adapter, sample, cfg, need, features, start, grid, cls):
-    """The score keywords ``cfg.method`` reads, computed only when it reads them."""
-    scores = {}
-    if "grid" in need:
-        if grid is None:
-            raise ValueError(f"{cfg.method} needs a rectangular patch grid")
-        scores["grid"] = grid
-    if "cls_attention" in need:
-        scores["cls_attention"] = cls
-    if "seed" in need:
-        scores["seed"] = 0
-    if "text_attention" in need or "keys" in need:
-        attn, keys = _llm_scores(model, adapter, sample, features, start)
-        if "text_attention" in need:
-            scores["text_attention"] = attn
-        if "keys" in need:
-            scores["keys"] = keys
-    return scores
-
-
-def _llm_scores(model, adapter, sample, features, start):
-    """FastV/DART scores from a pre-pass of the full prompt through the first
-    ``LLM_SCORE_LAYER - 1`` layers: the last token's attention to each image token in
-    layer ``LLM_SCORE_LAYER`` (mean over heads) and that layer's pre-RoPE image keys.
-    Costs those layers once more on the unreduced prompt; the real prefill then runs
-    the reduced prompt through every layer, so the cache stays uniform."""
-    ids, n = sample["input_ids"], features.shape[1]
-    kwargs = {k: v for k, v in sample.items() if k not in ("input_ids", "pixel_values")}
-    cached = features if "image_grid_thw" not in kwargs else features[0]
-    embeds = model.get_input_embeddings(
-        ids, sample["pixel_values"], cached_image_features=cached, **kwargs
-    ).inputs_embeds
-    positions = adapter.full_positions(model, ids, sample)
-    layers = adapter.layers(model)
-    k = min(LLM_SCORE_LAYER, len(layers))
-    h = embeds
-    for layer in layers[: k - 1]:
-        h = adapter.run_layer(model, layer, h, positions)
-    layer = layers[k - 1]
-    q, keys, raw = adapter.queries_keys(
-        model, layer, layer.input_layernorm(h), positions
-    )
-    H = q.shape[1]
-    keys = mx.repeat(keys, H // keys.shape[1], axis=1)
-    logits = (q[:, :, -1:] * layer.self_attn.scale) @ keys.swapaxes(-1, -2)
-    attn = mx.softmax(logits.astype(mx.float32), axis=-1).mean(axis=1)[:, 0]
-    return attn[:, start : start + n], raw[:, start : start + n]
 
 
 def _prompt(model, adapter, cfg, lay, red, start) -> Prompt:

@@ -1,0 +1,65 @@
+"""Scores the reducers read, computed through an architecture adapter.
+
+``grid`` and ``cls_attention`` come from the vision side (``adapter.encode``);
+``text_attention`` (FastV) and ``keys`` (DART) from a scoring pre-pass through the
+first language-model layers on the full, unreduced prompt.
+"""
+
+import mlx.core as mx
+
+# In-LLM reducers (FastV, DART) score with the attention of this LM layer (1-based: the
+# second layer), from a pre-pass over the full prompt through the layers before it.
+LLM_SCORE_LAYER = 2
+
+
+def score_names(reducer) -> tuple:
+    """The score keywords a ``REDUCERS`` entry reads, required or optional."""
+    names = ("scores", "needs", "optional")
+    return tuple(n for attr in names for n in getattr(reducer, attr, ()))
+
+
+def method_scores(model, adapter, sample, cfg, need, features, start, grid, cls):
+    """The score keywords ``cfg.method`` reads (``need``), computed only when it reads them."""
+    scores = {}
+    if "grid" in need and grid is not None:
+        scores["grid"] = grid
+    if "cls_attention" in need:
+        scores["cls_attention"] = cls
+    if "seed" in need:
+        scores["seed"] = 0
+    if "text_attention" in need or "keys" in need:
+        attn, keys = llm_scores(model, adapter, sample, features, start)
+        if "text_attention" in need:
+            scores["text_attention"] = attn
+        if "keys" in need:
+            scores["keys"] = keys
+    return scores
+
+
+def llm_scores(model, adapter, sample, features, start):
+    """FastV/DART scores from a pre-pass of the full prompt through the first
+    ``LLM_SCORE_LAYER - 1`` layers: the last token's attention to each image token in
+    layer ``LLM_SCORE_LAYER`` (mean over heads) and that layer's pre-RoPE image keys.
+    Costs those layers once more on the unreduced prompt; the real prefill then runs
+    the reduced prompt through every layer, so the cache stays uniform."""
+    ids, n = sample["input_ids"], features.shape[1]
+    kwargs = {k: v for k, v in sample.items() if k not in ("input_ids", "pixel_values")}
+    cached = features if "image_grid_thw" not in kwargs else features[0]
+    embeds = model.get_input_embeddings(
+        ids, sample["pixel_values"], cached_image_features=cached, **kwargs
+    ).inputs_embeds
+    positions = adapter.full_positions(model, ids, sample)
+    layers = adapter.layers(model)
+    k = min(LLM_SCORE_LAYER, len(layers))
+    h = embeds
+    for layer in layers[: k - 1]:
+        h = adapter.run_layer(model, layer, h, positions)
+    layer = layers[k - 1]
+    q, keys, raw = adapter.queries_keys(
+        model, layer, layer.input_layernorm(h), positions
+    )
+    H = q.shape[1]
+    keys = mx.repeat(keys, H // keys.shape[1], axis=1)
+    logits = (q[:, :, -1:] * layer.self_attn.scale) @ keys.swapaxes(-1, -2)
+    attn = mx.softmax(logits.astype(mx.float32), axis=-1).mean(axis=1)[:, 0]
+    return attn[:, start : start + n], raw[:, start : start + n]
