@@ -115,3 +115,25 @@ def test_bad_keys_and_seed(x):
         reduce(x, "dart", tokens=4, keys=mx.ones((B, N - 1, 3)))
     with pytest.raises(ValueError, match="seed must be an int"):
         reduce(x, "random", tokens=4, seed=0.5)
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.5])
+def test_scores_are_checked_at_every_budget(x, keep):
+    # Even when nothing is removed, a missing or misshaped score is an error.
+    with pytest.raises(ValueError, match="vispruner needs cls_attention"):
+        reduce(x, "vispruner", keep=keep)
+    with pytest.raises(ValueError, match="text_attention of shape"):
+        reduce(x, "divprune", keep=keep, text_attention=mx.ones((B, 3)))
+
+
+def test_registry_describes_each_method():
+    assert REDUCERS["vispruner"].needs == ("cls_attention",)
+    assert REDUCERS["fastv"].needs == ("text_attention",)
+    assert REDUCERS["dart"].optional == ("keys",)
+    kinds = {name: spec.kind for name, spec in REDUCERS.items()}
+    assert {n for n, k in kinds.items() if k == "merge"} == {
+        "tome",
+        "pool",
+        "visionzip",
+        "anchors",
+    }

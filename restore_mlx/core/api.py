@@ -11,7 +11,7 @@ from .anchors import anchors_from_similarity
 from .budget import resolve_budget, split_budget
 from .ops import Tokens, complement, gather_rows
 from .positions import finalize, identity
-from .scores import check_known
+from .scores import check_scores
 from .types import Reduction
 
 # Group positions are found by sorting label * N + index in int32.
@@ -20,30 +20,40 @@ _MAX_TOKENS = 46340
 
 @dataclass(frozen=True)
 class Reducer:
-    """How a method reduces: ``select`` picks kept tokens (pruning, and RESTORE's base
-    part), ``group`` labels every token with one of m groups (merging).
-    ``scores`` names the score keywords the method reads."""
+    """How a method reduces, and which ``**scores`` it reads.
+
+    ``select(tokens, m, scores)`` picks m kept tokens (pruning; also RESTORE's base
+    part); ``group(tokens, m, scores)`` labels every token with one of m groups
+    (merging). ``needs`` are required score keywords ("grid" may be omitted for a
+    square grid), ``optional`` the ones read when given.
+    """
 
     select: Optional[Callable] = None
     group: Optional[Callable] = None
-    scores: tuple = ()  # score keywords the method reads (required or optional)
+    needs: tuple = ()
+    optional: tuple = ()
+
+    @property
+    def kind(self) -> str:
+        """Either "prune" (features kept as they are) or "merge" (features averaged)."""
+        return "merge" if self.group is not None or self.select is None else "prune"
 
 
 REDUCERS = {
     "tome": Reducer(group=mergers.group_tome),
-    "pool": Reducer(group=spatial.group_pool, scores=("grid",)),
+    "pool": Reducer(group=spatial.group_pool, needs=("grid",)),
     "divprune": Reducer(select=pruners.select_divprune),
-    "vispruner": Reducer(select=pruners.select_vispruner, scores=("cls_attention",)),
-    "holov": Reducer(select=spatial.select_holov, scores=("cls_attention", "grid")),
+    "vispruner": Reducer(select=pruners.select_vispruner, needs=("cls_attention",)),
+    "holov": Reducer(select=spatial.select_holov, needs=("cls_attention", "grid")),
     "visionzip": Reducer(
         select=mergers.select_visionzip,
         group=mergers.group_visionzip,
-        scores=("cls_attention",),
+        needs=("cls_attention",),
     ),
-    "fastv": Reducer(select=pruners.select_fastv, scores=("text_attention",)),
-    "dart": Reducer(select=pruners.select_dart, scores=("keys",)),
+    "fastv": Reducer(select=pruners.select_fastv, needs=("text_attention",)),
+    "dart": Reducer(select=pruners.select_dart, optional=("keys",)),
     "anchors": Reducer(),  # distinctive anchor merging alone, see _base
-    "random": Reducer(select=pruners.select_random, scores=("seed",)),
+    "random": Reducer(select=pruners.select_random, optional=("seed",)),
     "uniform": Reducer(select=pruners.select_uniform),
 }
 
@@ -149,10 +159,10 @@ def reduce(
         raise ValueError(
             f"position_rule must be one of {POSITION_RULES}, got {position_rule!r}"
         )
-    check_known(scores)
     x = _check_x(x)
-    m = resolve_budget(x.shape[1], keep=keep, tokens=tokens)
     spec = REDUCERS[method]
+    scores = check_scores(scores, method, spec.needs, x.shape)
+    m = resolve_budget(x.shape[1], keep=keep, tokens=tokens)
     if m == x.shape[1]:
         return identity(x)
     tok = Tokens(x)

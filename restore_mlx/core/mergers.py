@@ -3,7 +3,6 @@
 import mlx.core as mx
 
 from .ops import complement, cosine, gather_rows, segment_mean, top_indices
-from .scores import token_scores
 
 # VisionZip's published split: 54 dominant + 10 contextual tokens out of 64.
 _CONTEXT_SHARE = 10 / 64
@@ -53,7 +52,7 @@ def select_visionzip(tok, m, scores):
     """VisionZip's dominant tokens: the m with the largest ``cls_attention``."""
     x = tok.x
     b, n, _ = x.shape
-    return top_indices(token_scores(scores, "cls_attention", "visionzip", b, n), m)
+    return top_indices(scores["cls_attention"], m)
 
 
 def group_visionzip(tok, m, scores):

@@ -9,7 +9,6 @@ assigns each dropped token to the kept token it is most similar to.
 import mlx.core as mx
 
 from .ops import Tokens, complement, cosine, gather_rows, top_indices
-from .scores import keys_or_x, token_scores
 
 # divprune's greedy loop is evaluated in chunks so the lazy graph stays small.
 _EVAL_EVERY = 64
@@ -27,8 +26,6 @@ def select_random(tok, m, scores):
     x = tok.x
     b, n, _ = x.shape
     seed = scores.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
     u = mx.random.uniform(shape=(b, n), key=mx.random.key(seed))
     return top_indices(u, m)
 
@@ -45,7 +42,7 @@ def select_fastv(tok, m, scores):
     """FastV: the m tokens the text attends to most (``text_attention`` [B, N])."""
     x = tok.x
     b, n, _ = x.shape
-    return top_indices(token_scores(scores, "text_attention", "fastv", b, n), m)
+    return top_indices(scores["text_attention"], m)
 
 
 def select_divprune(tok, m, scores):
@@ -83,7 +80,7 @@ def select_dart(tok, m, scores):
     """
     x = tok.x
     n = x.shape[1]
-    keys = keys_or_x(scores, x).astype(mx.float32)
+    keys = scores.get("keys", x).astype(mx.float32)
     p = max(1, m // 8)
     pivots = top_indices(mx.sum(keys * keys, axis=-1), p)
     if p == m:
@@ -117,7 +114,7 @@ def select_vispruner(tok, m, scores):
     """
     x = tok.x
     b, n, _ = x.shape
-    att = token_scores(scores, "cls_attention", "vispruner", b, n)
+    att = scores["cls_attention"]
     n_imp = (m + 1) // 2
     important = top_indices(att, n_imp)
     if n_imp == m:

@@ -1,55 +1,75 @@
-"""Checking the per-method inputs (``**scores``) that some reducers need."""
+"""Checking the per-method inputs (``**scores``) once, before any reducer runs."""
 
 import math
+import numbers
 
 import mlx.core as mx
 
 KNOWN_SCORES = ("grid", "cls_attention", "text_attention", "keys", "seed")
 
 
-def check_known(scores: dict) -> None:
-    """Reject score keywords no reducer understands (a typo would silently be ignored)."""
+def check_scores(scores: dict, method: str, needs: tuple, shape: tuple) -> dict:
+    """The scores, checked and converted: a ValueError naming any problem.
+
+    ``needs`` are the keywords ``method`` cannot do without ("grid" is satisfied by a
+    square token count). Every keyword given is checked, needed or not, so a wrong
+    shape is reported even at budgets where the method would not read it. Returns a
+    new dict: attention maps as float32 [B, N], ``keys`` as float32 [B, N, Dk], ``grid``
+    as (h, w) whenever it is given or needed, ``seed`` as int (default 0).
+    """
     unknown = sorted(set(scores) - set(KNOWN_SCORES))
     if unknown:
         raise ValueError(
             f"unknown score keywords {unknown}; known: {list(KNOWN_SCORES)}"
         )
+    b, n, _ = shape
+    out = {"seed": _seed(scores.get("seed", 0))}
+    for name in ("cls_attention", "text_attention"):
+        if scores.get(name) is not None:
+            out[name] = _token_map(scores[name], name, method, (b, n))
+        elif name in needs:
+            raise ValueError(f"{method} needs {name} of shape [B, N] = [{b}, {n}]")
+    if scores.get("keys") is not None:
+        out["keys"] = _keys(scores["keys"], b, n)
+    if scores.get("grid") is not None or "grid" in needs:
+        out["grid"] = _grid(scores.get("grid"), n, method)
+    return out
 
 
-def token_scores(scores: dict, name: str, method: str, b: int, n: int) -> mx.array:
-    """The per-token score ``name`` as a finite float32 [B, N] array, or a ValueError."""
-    value = scores.get(name)
-    if value is None:
-        raise ValueError(f"{method} needs {name} of shape [B, N] = [{b}, {n}]")
-    value = mx.array(value) if not isinstance(value, mx.array) else value
-    if tuple(value.shape) != (b, n):
-        raise ValueError(
-            f"{method} needs {name} of shape [B, N] = [{b}, {n}], got {tuple(value.shape)}"
-        )
+def _finite(value: mx.array, name: str) -> mx.array:
     value = value.astype(mx.float32)
     if not mx.all(mx.isfinite(value)).item():
         raise ValueError(f"{name} has NaN or inf entries")
     return value
 
 
-def keys_or_x(scores: dict, x: mx.array) -> mx.array:
-    """dart's ``keys`` [B, N, Dk] (finite) when given, else the features themselves."""
-    keys = scores.get("keys")
-    if keys is None:
-        return x
-    keys = mx.array(keys) if not isinstance(keys, mx.array) else keys
-    if keys.ndim != 3 or tuple(keys.shape[:2]) != tuple(x.shape[:2]):
+def _token_map(value, name: str, method: str, shape: tuple) -> mx.array:
+    value = value if isinstance(value, mx.array) else mx.array(value)
+    if tuple(value.shape) != shape:
         raise ValueError(
-            f"keys must have shape [B, N, Dk] = [{x.shape[0]}, {x.shape[1]}, Dk]"
+            f"{method} needs {name} of shape [B, N] = {list(shape)}, "
+            f"got {tuple(value.shape)}"
         )
-    if not mx.all(mx.isfinite(keys)).item():
-        raise ValueError("keys has NaN or inf entries")
-    return keys
+    return _finite(value, name)
 
 
-def grid_shape(scores: dict, n: int, method: str) -> tuple:
+def _keys(keys, b: int, n: int) -> mx.array:
+    keys = keys if isinstance(keys, mx.array) else mx.array(keys)
+    if keys.ndim != 3 or tuple(keys.shape[:2]) != (b, n):
+        raise ValueError(
+            f"keys must have shape [B, N, Dk] = [{b}, {n}, Dk], got {tuple(keys.shape)}"
+        )
+    return _finite(keys, "keys")
+
+
+def _seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    return int(seed)
+
+
+def _grid(grid, n: int, method: str) -> tuple:
     """The patch grid (h, w) with h * w == n: ``grid`` if given, else square if n is one."""
-    grid = scores.get("grid")
     if grid is None:
         side = math.isqrt(n)
         if side * side != n:

@@ -6,7 +6,6 @@ import mlx.core as mx
 import numpy as np
 
 from .ops import top_indices
-from .scores import grid_shape, token_scores
 
 # HoloV-style crops: the grid is cut into at most this many crops per side.
 _CROPS_PER_SIDE = 4
@@ -58,7 +57,7 @@ def group_pool(tok, m, scores):
     """pool: average over exactly m contiguous grid pools (``grid_partition``)."""
     x = tok.x
     b, n, _ = x.shape
-    h, w = grid_shape(scores, n, "pool")
+    h, w = scores["grid"]
     labels = mx.array(grid_partition(m, h, w))
     return mx.broadcast_to(labels, (b, n))
 
@@ -75,8 +74,8 @@ def select_holov(tok, m, scores):
     """
     x = tok.x
     b, n, _ = x.shape
-    h, w = grid_shape(scores, n, "holov")
-    att = token_scores(scores, "cls_attention", "holov", b, n)
+    h, w = scores["grid"]
+    att = scores["cls_attention"]
     ch, cw = min(h, _CROPS_PER_SIDE), min(w, _CROPS_PER_SIDE)
     crop = mx.array((_bins(h, ch)[:, None] * cw + _bins(w, cw)[None, :]).reshape(-1))
     onehot = (crop[:, None] == mx.arange(ch * cw)[None, :]).astype(mx.float32)  # [N, C]
