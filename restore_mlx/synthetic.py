@@ -112,154 +112,98 @@ def _dump(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
+# Config literals below keep related keys on one line.
+# fmt: off
 def _llava_files(k, vocab):
     n_vocab = len(vocab) + 4  # a little head-room, as real checkpoints have
     config = dict(
-        architectures=["LlavaForConditionalGeneration"],
-        model_type="llava",
-        image_token_index=vocab["<image>"],
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-        vocab_size=n_vocab,
-        torch_dtype="float32",
-        eos_token_id=vocab["</s>"],
+        architectures=["LlavaForConditionalGeneration"], model_type="llava",
+        image_token_index=vocab["<image>"], vision_feature_layer=-2,
+        vision_feature_select_strategy="default", projector_hidden_act="gelu",
+        vocab_size=n_vocab, torch_dtype="float32", eos_token_id=vocab["</s>"],
         pad_token_id=vocab["<pad>"],
         text_config=dict(
-            model_type="llama",
-            hidden_size=k["hidden_size"],
-            vocab_size=n_vocab,
-            num_hidden_layers=k["num_layers"],
-            intermediate_size=2 * k["hidden_size"],
-            num_attention_heads=k["heads"],
-            num_key_value_heads=k["kv_heads"],
-            rms_norm_eps=1e-5,
-            rope_theta=k["rope_theta"],
-            max_position_embeddings=4096,
+            model_type="llama", hidden_size=k["hidden_size"], vocab_size=n_vocab,
+            num_hidden_layers=k["num_layers"], intermediate_size=2 * k["hidden_size"],
+            num_attention_heads=k["heads"], num_key_value_heads=k["kv_heads"],
+            rms_norm_eps=1e-5, rope_theta=k["rope_theta"], max_position_embeddings=4096,
             tie_word_embeddings=False,
         ),
         vision_config=dict(
-            model_type="clip_vision_model",
-            hidden_size=k["vision_hidden_size"],
-            num_hidden_layers=k["vision_layers"],
-            num_attention_heads=k["vision_heads"],
-            intermediate_size=2 * k["vision_hidden_size"],
-            image_size=k["image_size"],
-            patch_size=k["patch_size"],
-            projection_dim=k["hidden_size"],
-            hidden_act="quick_gelu",
-            layer_norm_eps=1e-5,
+            model_type="clip_vision_model", hidden_size=k["vision_hidden_size"],
+            num_hidden_layers=k["vision_layers"], num_attention_heads=k["vision_heads"],
+            intermediate_size=2 * k["vision_hidden_size"], image_size=k["image_size"],
+            patch_size=k["patch_size"], projection_dim=k["hidden_size"],
+            hidden_act="quick_gelu", layer_norm_eps=1e-5,
         ),
     )
     side = k["image_size"]
     preproc = dict(
-        image_processor_type="CLIPImageProcessor",
-        do_resize=True,
-        do_center_crop=True,
-        size={"shortest_edge": side},
-        crop_size={"height": side, "width": side},
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        image_mean=_CLIP_MEAN,
-        image_std=_CLIP_STD,
-        do_convert_rgb=True,
-        resample=3,
+        image_processor_type="CLIPImageProcessor", do_resize=True, do_center_crop=True,
+        size={"shortest_edge": side}, crop_size={"height": side, "width": side},
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=_CLIP_MEAN, image_std=_CLIP_STD, do_convert_rgb=True, resample=3,
     )
     proc = dict(
-        processor_class="LlavaProcessor",
-        patch_size=k["patch_size"],
-        vision_feature_select_strategy="default",
-        image_token="<image>",
+        processor_class="LlavaProcessor", patch_size=k["patch_size"],
+        vision_feature_select_strategy="default", image_token="<image>",
         num_additional_image_tokens=1,
     )
-    specials = dict(
-        bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
-    )
+    specials = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                    pad_token="<pad>")
     return config, preproc, proc, specials
+
+
+def _qwen_vision(arch, k):
+    vision = dict(
+        depth=k["vision_layers"], hidden_size=k["vision_hidden_size"],
+        hidden_act="silu",
+        num_heads=k["vision_heads"], in_chans=3, patch_size=k["patch_size"],
+        spatial_patch_size=k["patch_size"], spatial_merge_size=2, temporal_patch_size=2,
+    )
+    if arch == "qwen2_vl":  # embed_dim is the tower width, hidden_size the LM's
+        vision.update(embed_dim=k["vision_hidden_size"], mlp_ratio=4,
+                      hidden_size=k["hidden_size"])
+    else:  # 2.5: hidden_size is the tower width, out_hidden_size the LM's
+        vision.update(intermediate_size=2 * k["vision_hidden_size"],
+                      out_hidden_size=k["hidden_size"], window_size=4 * k["patch_size"],
+                      fullatt_block_indexes=[k["vision_layers"] - 1],
+                      tokens_per_second=2)
+    return vision
 
 
 def _qwen_files(arch, k, vocab):
-    n_vocab = len(vocab) + 4
-    head_dim = k["hidden_size"] // k["heads"]
-    half = head_dim // 2  # M-RoPE splits the rotary half over (t, h, w)
+    half = k["hidden_size"] // k["heads"] // 2  # M-RoPE splits it over (t, h, w)
     section = [half - 2 * (half // 3), half // 3, half // 3]
-    vision = dict(
-        depth=k["vision_layers"],
-        hidden_size=k["vision_hidden_size"],
-        hidden_act="silu",
-        num_heads=k["vision_heads"],
-        in_chans=3,
-        patch_size=k["patch_size"],
-        spatial_patch_size=k["patch_size"],
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-    )
-    if arch == "qwen2_vl":
-        vision.update(
-            embed_dim=k["vision_hidden_size"], mlp_ratio=4, hidden_size=k["hidden_size"]
-        )
-    else:  # 2.5: hidden_size is the tower width, out_hidden_size the LM's
-        vision.update(
-            intermediate_size=2 * k["vision_hidden_size"],
-            out_hidden_size=k["hidden_size"],
-            window_size=4 * k["patch_size"],
-            fullatt_block_indexes=[k["vision_layers"] - 1],
-            tokens_per_second=2,
-        )
-    name = (
-        "Qwen2VLForConditionalGeneration"
-        if arch == "qwen2_vl"
-        else ("Qwen2_5_VLForConditionalGeneration")
-    )
+    v2 = arch == "qwen2_vl"
     config = dict(
-        architectures=[name],
-        model_type=arch,
-        hidden_size=k["hidden_size"],
-        intermediate_size=2 * k["hidden_size"],
-        num_hidden_layers=k["num_layers"],
-        num_attention_heads=k["heads"],
-        num_key_value_heads=k["kv_heads"],
-        rms_norm_eps=1e-6,
-        rope_theta=k["rope_theta"],
-        max_position_embeddings=4096,
-        vocab_size=n_vocab,
-        tie_word_embeddings=False,
-        torch_dtype="float32",
+        architectures=["Qwen2VLForConditionalGeneration" if v2 else
+                       "Qwen2_5_VLForConditionalGeneration"],
+        model_type=arch, hidden_size=k["hidden_size"],
+        intermediate_size=2 * k["hidden_size"], num_hidden_layers=k["num_layers"],
+        num_attention_heads=k["heads"], num_key_value_heads=k["kv_heads"],
+        rms_norm_eps=1e-6, rope_theta=k["rope_theta"], max_position_embeddings=4096,
+        vocab_size=len(vocab) + 4, tie_word_embeddings=False, torch_dtype="float32",
         rope_scaling={"type": "mrope", "mrope_section": section},
-        image_token_id=vocab["<|image_pad|>"],
-        video_token_id=vocab["<|video_pad|>"],
+        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
         vision_start_token_id=vocab["<|vision_start|>"],
         vision_end_token_id=vocab["<|vision_end|>"],
         vision_token_id=vocab["<|vision_pad|>"],
-        bos_token_id=vocab["<|endoftext|>"],
-        eos_token_id=vocab["<|im_end|>"],
-        vision_config=vision,
+        bos_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|im_end|>"],
+        vision_config=_qwen_vision(arch, k),
     )
     side = k["image_size"]
     preproc = dict(
-        image_processor_type="Qwen2VLImageProcessor",
-        patch_size=k["patch_size"],
-        temporal_patch_size=2,
-        merge_size=2,
-        min_pixels=side * side // 4,
-        max_pixels=side * side,
-        image_mean=_CLIP_MEAN,
-        image_std=_CLIP_STD,
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        do_convert_rgb=True,
+        image_processor_type="Qwen2VLImageProcessor", patch_size=k["patch_size"],
+        temporal_patch_size=2, merge_size=2, min_pixels=side * side // 4,
+        max_pixels=side * side, image_mean=_CLIP_MEAN, image_std=_CLIP_STD,
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, do_convert_rgb=True,
     )
-    proc = dict(
-        processor_class="Qwen2VLProcessor"
-        if arch == "qwen2_vl"
-        else ("Qwen2_5_VLProcessor")
-    )
-    specials = dict(
-        eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>"
-    )
+    proc = dict(processor_class="Qwen2VLProcessor" if v2 else "Qwen2_5_VLProcessor")
+    specials = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                    unk_token="<unk>")
     return config, preproc, proc, specials
+# fmt: on
 
 
 def _hf_weights(arch, config, seed):
