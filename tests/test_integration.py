@@ -104,18 +104,19 @@ def _full_masked(model, sample, keep_rows, tokens):
     return logits
 
 
-def _reduced(model, prepared, tokens):
-    lm = model.language_model
+def _embed(model, prepared):
     kwargs = dict(prepared.generate_kwargs)
     pixels = kwargs.pop("pixel_values")
     emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs)
     extra = {k: kwargs[k] for k in ("position_ids", "rope_deltas") if k in kwargs}
+    return emb.inputs_embeds, extra
+
+
+def _reduced(model, prepared, tokens):
+    lm = model.language_model
+    emb, extra = _embed(model, prepared)
     cache = make_prompt_cache(lm)
-    logits = [
-        lm(
-            prepared.input_ids, inputs_embeds=emb.inputs_embeds, cache=cache, **extra
-        ).logits
-    ]
+    logits = [lm(prepared.input_ids, inputs_embeds=emb, cache=cache, **extra).logits]
     assert cache[0].offset == prepared.prompt_tokens
     for tok in tokens:
         logits.append(lm(mx.array([[tok]]), cache=cache).logits)
@@ -235,3 +236,19 @@ def test_errors():
         ri.prepare_tokens(qwen, qsample)
     ri.apply(model, method="vispruner", keep=0.5)
     assert ri.prepare_tokens(model, sample).visual_tokens_after == 8
+
+
+def test_reused_prefix_continues_with_the_prompt_state(arch):
+    # As with mlx-vlm's prompt-cache reuse: a new request whose first forward starts
+    # after a cached prefix still gets its positions and bias.
+    model, sample = BUILDERS[arch]()
+    ri.apply(model, "server-70")
+    prepared = ri.prepare_tokens(model, sample)
+    lm, ids = model.language_model, prepared.input_ids
+    emb, extra = _embed(model, prepared)
+    full = lm(ids, inputs_embeds=emb, cache=make_prompt_cache(lm), **extra).logits
+    cache, k = make_prompt_cache(lm), prepared.prompt_tokens - 3
+    lm(ids[:, :k], inputs_embeds=emb[:, :k], cache=cache, **extra)
+    model._restore_state.set_prompt(prepared.prompt)
+    tail = lm(ids[:, k:], inputs_embeds=emb[:, k:], cache=cache, **extra).logits
+    assert mx.array_equal(tail, full[:, k:]).item()

@@ -109,26 +109,30 @@ class RestoreState:
         self.prompt: Optional[Prompt] = None
         self.plan: Optional[Plan] = None
         self.trace: Optional[list] = None
-        self._live = False
+        self._live = self._checked = False
         self._decode = None  # decode bias vectors, grown on demand
 
     def set_prompt(self, prompt: Optional[Prompt]):
         """Start a new request (None: run unpatched until the next one)."""
-        self.prompt, self.plan, self._live, self._decode = prompt, None, False, None
+        self.prompt, self.plan, self._decode = prompt, None, None
+        self._live = self._checked = False
 
     def begin(self, inputs, length: int, offset: int) -> Optional[Plan]:
         """The plan for one forward of ``length`` tokens after ``offset`` cached ones."""
         p = self.prompt
         if p is None:
             return None
-        if offset == 0:
-            # A new prefill: is it the prepared prompt? One host sync per request keeps
-            # a stale state from biasing an unrelated prompt.
+        if offset == 0 or not self._checked:
+            # A new prefill (or the first forward after a reused cache prefix): is it
+            # the prepared prompt? One host sync per request keeps a stale state from
+            # biasing an unrelated prompt.
+            self._checked = True
+            end = offset + length
             self._live = (
                 inputs is not None
-                and length <= p.length
+                and end <= p.length
                 and inputs.shape[-1] == length
-                and bool(mx.array_equal(inputs, p.ids[:, :length]).item())
+                and bool(mx.array_equal(inputs, p.ids[:, offset:end]).item())
             )
         if not self._live:
             return None
