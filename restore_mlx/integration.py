@@ -165,8 +165,9 @@ def prepare_tokens(model, sample, *, config=None) -> PreparedPrompt:
     start, n = span
     need = score_names(REDUCERS[cfg.method])
     t0 = time.perf_counter()
-    features, grid, cls = adapter.encode(model, pixels, sample, "cls_attention" in need)
-    mx.eval(features, cls) if cls is not None else mx.eval(features)
+    cls_for = cfg.method if "cls_attention" in need else None
+    features, grid, cls = adapter.encode(model, pixels, sample, cls_for)
+    mx.eval([a for a in (features, cls) if a is not None])
     vision_s = time.perf_counter() - t0
     if features.shape[1] != n:
         raise ValueError(

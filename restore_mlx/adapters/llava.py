@@ -78,8 +78,9 @@ def _span(input_ids, token):
     return start, n
 
 
-def encode(model, pixel_values, extra, need_cls=False):
-    """Visual tokens [1, N, D] as llava prefills them, the grid and [CLS] attention [1, N]."""
+def encode(model, pixel_values, extra, need_cls=None):
+    """Visual tokens [1, N, D] as llava prefills them, the grid and, when ``need_cls``
+    names a method that reads it, [CLS] attention [1, N]."""
     vision = model.vision_tower.vision_model
     *_, hidden = model.vision_tower(
         pixel_values.transpose(0, 2, 3, 1), output_hidden_states=True
@@ -92,18 +93,21 @@ def encode(model, pixel_values, extra, need_cls=False):
     n = features.shape[1]
     side = int(round(n**0.5))
     grid = (side, n // side) if side * (n // side) == n else None
-    cls = _cls_attention(vision, hidden, picks[0], strategy) if need_cls else None
+    cls = None
+    if need_cls:
+        cls = _cls_attention(vision, hidden, picks[0], strategy, need_cls)
     return features, grid, cls
 
 
-def _cls_attention(vision, hidden, layer, strategy):
+def _cls_attention(vision, hidden, layer, strategy, method):
     """Mean-over-heads attention of [CLS] to the patches in the layer that outputs the
     selected features, recomputed from the hidden state entering it (CLIP towers in
     mlx-vlm return no attention maps)."""
     if vision.embeddings.class_embedding is None or strategy != "default":
         raise ValueError(
-            "this llava vision tower has no [CLS] token (SigLIP or 'full' feature "
-            "strategy); pick a method that does not need cls_attention, e.g. divprune"
+            f"method {method!r} needs [CLS] attention, but this llava vision tower has "
+            "no [CLS] token (SigLIP or 'full' feature strategy); use a method without "
+            "cls_attention, e.g. divprune"
         )
     blocks = vision.encoder.layers
     index = layer if layer >= 0 else len(hidden) + layer

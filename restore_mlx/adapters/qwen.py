@@ -86,12 +86,17 @@ def image_span(model, input_ids):
     return _span(input_ids, model.config.image_token_id)
 
 
-def encode(model, pixel_values, extra, need_cls=False):
-    """Visual tokens [1, N, D] after the merger, the merged (h, w) grid, no [CLS]."""
+def encode(model, pixel_values, extra, need_cls=None):
+    """Visual tokens [1, N, D] after the merger, the merged (h, w) grid, no [CLS].
+
+    ``need_cls`` names the method when it needs [CLS] attention: Qwen's tower has no
+    [CLS] token and no substitute is implemented, so that is a ValueError.
+    """
     if need_cls:
         raise ValueError(
-            f"{model.config.model_type}'s vision tower has no [CLS] token; methods that "
-            "need cls_attention (vispruner, holov, visionzip) are not supported on it"
+            f"method {need_cls!r} needs [CLS] attention, which the "
+            f"{model.config.model_type} vision tower does not have (no [CLS] token); "
+            "use a method without cls_attention, e.g. divprune, dart, fastv, tome, pool"
         )
     thw = extra.get("image_grid_thw")
     if thw is None or thw.shape[0] != 1:
