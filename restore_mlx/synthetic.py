@@ -16,33 +16,39 @@ from pathlib import Path
 ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl")
 
 # Knobs a caller may override, per architecture. Kept tiny: CPU tests load these.
+# None: intermediate sizes default to 2x the width, vocab_size to the tokenizer's + 4.
+_COMMON = dict(
+    heads=2, kv_heads=1, vision_hidden_size=32, vision_heads=2, intermediate_size=None,
+    vision_intermediate_size=None, vocab_size=None, dtype="float32",
+)  # fmt: skip
 DEFAULTS = {
     "llava": dict(
-        hidden_size=32,
-        num_layers=1,
-        heads=2,
-        kv_heads=1,
-        vision_hidden_size=32,
-        vision_layers=2,
-        vision_heads=2,
-        image_size=32,
-        patch_size=4,
-        rope_theta=10000.0,
+        _COMMON, hidden_size=32, num_layers=1, vision_layers=2, image_size=32,
+        patch_size=4, rope_theta=10000.0,
     ),
     "qwen2_vl": dict(
-        hidden_size=32,
-        num_layers=1,
-        heads=2,
-        kv_heads=1,
-        vision_hidden_size=32,
-        vision_layers=1,
-        vision_heads=2,
-        image_size=56,
-        patch_size=7,
-        rope_theta=1000000.0,
+        _COMMON, hidden_size=32, num_layers=1, vision_layers=1, image_size=56,
+        patch_size=7, rope_theta=1000000.0,
     ),
-}
+}  # fmt: skip
 DEFAULTS["qwen2_5_vl"] = dict(DEFAULTS["qwen2_vl"])
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _sizes(knobs, vocab) -> dict:
+    """Fill the knobs left to defaults (intermediate sizes, vocabulary)."""
+    k = dict(knobs)
+    k["intermediate_size"] = k["intermediate_size"] or 2 * k["hidden_size"]
+    k["vision_intermediate_size"] = (
+        k["vision_intermediate_size"] or 2 * k["vision_hidden_size"]
+    )
+    if k["vocab_size"] is not None and k["vocab_size"] < len(vocab):
+        raise ValueError(f"vocab_size must be at least {len(vocab)} (the tokenizer's)")
+    k["vocab_size"] = k["vocab_size"] or len(vocab) + 4  # head-room, as real ones have
+    if k["dtype"] not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
+    return k
+
 
 _WORDS = (
     "a an the is are what where how many of in on left right top bottom red green blue "
@@ -115,16 +121,16 @@ def _dump(path: Path, obj) -> None:
 # Config literals below keep related keys on one line.
 # fmt: off
 def _llava_files(k, vocab):
-    n_vocab = len(vocab) + 4  # a little head-room, as real checkpoints have
+    n_vocab = k["vocab_size"]
     config = dict(
         architectures=["LlavaForConditionalGeneration"], model_type="llava",
         image_token_index=vocab["<image>"], vision_feature_layer=-2,
         vision_feature_select_strategy="default", projector_hidden_act="gelu",
-        vocab_size=n_vocab, torch_dtype="float32", eos_token_id=vocab["</s>"],
+        vocab_size=n_vocab, torch_dtype=k["dtype"], eos_token_id=vocab["</s>"],
         pad_token_id=vocab["<pad>"],
         text_config=dict(
             model_type="llama", hidden_size=k["hidden_size"], vocab_size=n_vocab,
-            num_hidden_layers=k["num_layers"], intermediate_size=2 * k["hidden_size"],
+            num_hidden_layers=k["num_layers"], intermediate_size=k["intermediate_size"],
             num_attention_heads=k["heads"], num_key_value_heads=k["kv_heads"],
             rms_norm_eps=1e-5, rope_theta=k["rope_theta"], max_position_embeddings=4096,
             tie_word_embeddings=False,
@@ -132,7 +138,7 @@ def _llava_files(k, vocab):
         vision_config=dict(
             model_type="clip_vision_model", hidden_size=k["vision_hidden_size"],
             num_hidden_layers=k["vision_layers"], num_attention_heads=k["vision_heads"],
-            intermediate_size=2 * k["vision_hidden_size"], image_size=k["image_size"],
+            intermediate_size=k["vision_intermediate_size"], image_size=k["image_size"],
             patch_size=k["patch_size"], projection_dim=k["hidden_size"],
             hidden_act="quick_gelu", layer_norm_eps=1e-5,
         ),
@@ -161,11 +167,12 @@ def _qwen_vision(arch, k):
         num_heads=k["vision_heads"], in_chans=3, patch_size=k["patch_size"],
         spatial_patch_size=k["patch_size"], spatial_merge_size=2, temporal_patch_size=2,
     )
+    ratio = k["vision_intermediate_size"] // k["vision_hidden_size"]  # mlx-vlm: int
     if arch == "qwen2_vl":  # embed_dim is the tower width, hidden_size the LM's
-        vision.update(embed_dim=k["vision_hidden_size"], mlp_ratio=4,
+        vision.update(embed_dim=k["vision_hidden_size"], mlp_ratio=ratio,
                       hidden_size=k["hidden_size"])
     else:  # 2.5: hidden_size is the tower width, out_hidden_size the LM's
-        vision.update(intermediate_size=2 * k["vision_hidden_size"],
+        vision.update(intermediate_size=k["vision_intermediate_size"],
                       out_hidden_size=k["hidden_size"], window_size=4 * k["patch_size"],
                       fullatt_block_indexes=[k["vision_layers"] - 1],
                       tokens_per_second=2)
@@ -180,10 +187,10 @@ def _qwen_files(arch, k, vocab):
         architectures=["Qwen2VLForConditionalGeneration" if v2 else
                        "Qwen2_5_VLForConditionalGeneration"],
         model_type=arch, hidden_size=k["hidden_size"],
-        intermediate_size=2 * k["hidden_size"], num_hidden_layers=k["num_layers"],
+        intermediate_size=k["intermediate_size"], num_hidden_layers=k["num_layers"],
         num_attention_heads=k["heads"], num_key_value_heads=k["kv_heads"],
         rms_norm_eps=1e-6, rope_theta=k["rope_theta"], max_position_embeddings=4096,
-        vocab_size=len(vocab) + 4, tie_word_embeddings=False, torch_dtype="float32",
+        vocab_size=k["vocab_size"], tie_word_embeddings=False, torch_dtype=k["dtype"],
         rope_scaling={"type": "mrope", "mrope_section": section},
         image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
         vision_start_token_id=vocab["<|vision_start|>"],
@@ -237,8 +244,11 @@ def _hf_weights(arch, config, seed):
 def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Path:
     """Write a tiny random ``arch`` checkpoint in HF layout to ``path``; returns it.
 
-    ``size_overrides`` change the knobs in ``DEFAULTS[arch]`` (e.g. ``hidden_size``,
-    ``num_layers``, ``image_size``, ``patch_size``).
+    ``size_overrides`` change the knobs in ``DEFAULTS[arch]``: widths and depths
+    (``hidden_size``, ``num_layers``, ``intermediate_size``, ``heads``, ``kv_heads``,
+    ``vision_*``), ``vocab_size``, ``image_size``, ``patch_size``, ``rope_theta`` and
+    the stored ``dtype``. Weights are built in float32 first, so a full-size config
+    needs that much memory.
     """
     import mlx.core as mx
 
@@ -247,11 +257,11 @@ def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Pat
     unknown = set(size_overrides) - set(DEFAULTS[arch])
     if unknown:
         raise ValueError(f"unknown size overrides for {arch}: {sorted(unknown)}")
-    knobs = {**DEFAULTS[arch], **size_overrides}
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     specials = _LLAVA_SPECIALS if arch == "llava" else _QWEN_SPECIALS
     vocab = _vocab(specials)
+    knobs = _sizes({**DEFAULTS[arch], **size_overrides}, vocab)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     if arch == "llava":
         config, preproc, proc, names = _llava_files(knobs, vocab)
         template = _LLAVA_TEMPLATE
@@ -262,7 +272,8 @@ def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Pat
     _dump(path / "preprocessor_config.json", preproc)
     _dump(path / "processor_config.json", proc)
     _write_tokenizer(path, specials, vocab, template, **names)
-    weights = _hf_weights(arch, config, seed)
+    dtype = getattr(mx, knobs["dtype"])
+    weights = {k: v.astype(dtype) for k, v in _hf_weights(arch, config, seed).items()}
     mx.save_safetensors(
         str(path / "model.safetensors"), weights, metadata={"format": "pt"}
     )

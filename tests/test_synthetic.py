@@ -33,6 +33,22 @@ def test_size_overrides_and_errors(tmp_path):
     path = write_checkpoint("llava", tmp_path / "a", hidden_size=64, num_layers=2)
     text = json.loads((path / "config.json").read_text())["text_config"]
     assert (text["hidden_size"], text["num_hidden_layers"]) == (64, 2)
+    path = write_checkpoint(
+        "qwen2_vl",
+        tmp_path / "q",
+        vocab_size=100,
+        intermediate_size=80,
+        dtype="bfloat16",
+    )
+    config = json.loads((path / "config.json").read_text())
+    assert (config["vocab_size"], config["intermediate_size"]) == (100, 80)
+    import mlx.core as mx
+
+    weights = mx.load(str(path / "model.safetensors"))
+    assert weights["lm_head.weight"].shape == (100, 32)
+    assert weights["lm_head.weight"].dtype == mx.bfloat16
+    with pytest.raises(ValueError, match="vocab_size"):
+        write_checkpoint("llava", tmp_path / "d", vocab_size=3)
     with pytest.raises(ValueError, match="unknown architecture"):
         write_checkpoint("gemma3", tmp_path / "b")
     with pytest.raises(ValueError, match="size overrides"):
