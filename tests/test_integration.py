@@ -53,6 +53,21 @@ def test_reduction_off_is_bit_identical(arch):
     assert prepared.reduction is None
     assert prepared.visual_tokens_before == prepared.visual_tokens_after == 16
     assert all_equal(run_prepared(model, prepared), expected)
+    # Raw logits too, at every prompt position and decode step.
+    tokens = [7, 11, 3]
+    plain = _reduced(
+        ref_model,
+        ri.PreparedPrompt(
+            sample["input_ids"],
+            {k: v for k, v in sample.items() if k != "input_ids"},
+            None,
+            16,
+            16,
+            28,
+        ),
+        tokens,
+    )
+    assert all_equal(_reduced(model, prepared, tokens), plain)
     # A prompt that was not prepared runs as mlx-vlm runs it, even after a reduced one.
     ri.apply(model, "mobile-50")
     assert ri.prepare_tokens(model, sample).reduction is not None
@@ -108,8 +123,10 @@ def _embed(model, prepared):
     kwargs = dict(prepared.generate_kwargs)
     pixels = kwargs.pop("pixel_values")
     emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs)
-    extra = {k: kwargs[k] for k in ("position_ids", "rope_deltas") if k in kwargs}
-    return emb.inputs_embeds, extra
+    # As generate_step: the embedding helper's positions, explicit ones winning.
+    extra = {k: getattr(emb, k) for k in ("position_ids", "rope_deltas")}
+    extra.update({k: kwargs[k] for k in extra if k in kwargs})
+    return emb.inputs_embeds, {k: v for k, v in extra.items() if v is not None}
 
 
 def _reduced(model, prepared, tokens):
