@@ -157,3 +157,20 @@ def test_batch_rows_are_reduced_independently():
         one = reduce(x[1:], method, tokens=5, **{k: v[1:] for k, v in scores.items()})
         assert mx.array_equal(both.assignment[1:], one.assignment).item(), method
         assert mx.allclose(both.features[1:], one.features, atol=1e-6).item(), method
+
+
+def test_reducers_never_copy_to_the_host():
+    # Inputs are validated once in api/scores; the reducers themselves stay on device.
+    import pathlib
+    import re
+
+    core = pathlib.Path(__file__).resolve().parents[1] / "restore_mlx" / "core"
+    files = ("ops", "anchors", "positions", "pruners", "mergers", "spatial")
+    offenders = [
+        name
+        for name in files
+        if re.search(
+            r"\.item\(|\.tolist\(|np\.array\(", (core / f"{name}.py").read_text()
+        )
+    ]
+    assert offenders == []

@@ -45,7 +45,7 @@ def grid_partition(m: int, h: int, w: int) -> np.ndarray:
     """
     r = _band_rows(m, h, w)
     row_band = _bins(h, r)
-    per_band = np.array([m // r + (i < m % r) for i in range(r)])
+    per_band = m // r + (np.arange(r) < m % r)
     band_start = np.concatenate([[0], np.cumsum(per_band)[:-1]])
     labels = np.empty((h, w), dtype=np.int32)
     for i in range(r):  # a loop over bands (<= h), not tokens
