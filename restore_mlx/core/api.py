@@ -1,7 +1,7 @@
 """The public entry point: ``reduce(x, method, ...)`` and the ``REDUCERS`` registry."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import mlx.core as mx
 
@@ -28,8 +28,8 @@ class Reducer:
     square grid), ``optional`` the ones read when given.
     """
 
-    select: Optional[Callable] = None
-    group: Optional[Callable] = None
+    select: Callable | None = None
+    group: Callable | None = None
     needs: tuple = ()
     optional: tuple = ()
 

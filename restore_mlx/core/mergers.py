@@ -50,8 +50,6 @@ def group_tome(tok, m, scores):
 
 def select_visionzip(tok, m, scores):
     """VisionZip's dominant tokens: the m with the largest ``cls_attention``."""
-    x = tok.x
-    b, n, _ = x.shape
     return top_indices(scores["cls_attention"], m)
 
 

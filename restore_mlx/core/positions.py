@@ -38,7 +38,7 @@ def finalize(x, assignment, m, *, rule, features=None, positions=None, merged=No
     ``features`` defaults to the members' mean, ``positions`` to ``group_positions`` under
     ``rule`` and ``merged`` to all False. Groups are re-labelled so positions ascend.
     """
-    b, n, _ = x.shape
+    b = x.shape[0]
     assignment = assignment.astype(mx.int32)
     sizes = bincount(assignment, m)
     if features is None:

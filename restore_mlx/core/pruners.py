@@ -2,8 +2,8 @@
 
 Every ``select_*`` function takes the tokens (``ops.Tokens``: features x [B, N, D] and
 their shared similarity), a count m and the scores, and returns the kept indices [B, m]
-(int32, ascending). ``cover`` does the bookkeeping that
-assigns each dropped token to the kept token it is most similar to.
+(int32, ascending). ``cover`` does the bookkeeping: it assigns each dropped token to
+the kept token it is most similar to.
 """
 
 import mlx.core as mx
@@ -23,25 +23,20 @@ def cover(tok: Tokens, kept: mx.array) -> mx.array:
 
 def select_random(tok, m, scores):
     """m tokens drawn uniformly without replacement, from ``seed`` (default 0)."""
-    x = tok.x
-    b, n, _ = x.shape
-    seed = scores.get("seed", 0)
-    u = mx.random.uniform(shape=(b, n), key=mx.random.key(seed))
+    b, n, _ = tok.x.shape
+    u = mx.random.uniform(shape=(b, n), key=mx.random.key(scores.get("seed", 0)))
     return top_indices(u, m)
 
 
 def select_uniform(tok, m, scores):
     """m evenly strided tokens: the middle token of each of m equal spans of 0..N-1."""
-    x = tok.x
-    b, n, _ = x.shape
+    b, n, _ = tok.x.shape
     idx = ((2 * mx.arange(m, dtype=mx.int32) + 1) * n) // (2 * m)
     return mx.broadcast_to(idx, (b, m))
 
 
 def select_fastv(tok, m, scores):
     """FastV: the m tokens the text attends to most (``text_attention`` [B, N])."""
-    x = tok.x
-    b, n, _ = x.shape
     return top_indices(scores["text_attention"], m)
 
 
@@ -113,11 +108,9 @@ def select_vispruner(tok, m, scores):
     The diverse tokens come from the remaining ones by similarity dedup (``dedup``).
     """
     x = tok.x
-    b, n, _ = x.shape
-    att = scores["cls_attention"]
     n_imp = (m + 1) // 2
-    important = top_indices(att, n_imp)
+    important = top_indices(scores["cls_attention"], n_imp)
     if n_imp == m:
         return important
-    diverse = dedup(x, complement(important, n), m - n_imp)
+    diverse = dedup(x, complement(important, x.shape[1]), m - n_imp)
     return mx.sort(mx.concatenate([important, diverse], axis=1), axis=1)

@@ -73,7 +73,7 @@ def select_holov(tok, m, scores):
     exactly m tokens, never more than a crop holds.
     """
     x = tok.x
-    b, n, _ = x.shape
+    n = x.shape[1]
     h, w = scores["grid"]
     att = scores["cls_attention"]
     ch, cw = min(h, _CROPS_PER_SIDE), min(w, _CROPS_PER_SIDE)
