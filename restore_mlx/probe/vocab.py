@@ -1,0 +1,117 @@
+"""The probe's word-level tokenizer and the non-weight files of its checkpoint.
+
+The files follow a real mlx-vlm llava checkpoint, so ``mlx_vlm.utils.load`` reads them
+offline: tokenizer.json (a ``tokenizers`` WordLevel model), tokenizer_config.json,
+special_tokens_map.json, preprocessor_config.json (CLIP image processor: resize to
+96 x 96, no crop, mean = std = 0.5) and processor_config.json.
+"""
+
+import json
+from pathlib import Path
+
+from tokenizers import Tokenizer, pre_tokenizers
+from tokenizers.models import WordLevel
+
+from .questions import answer_words, question_words
+from .scenes import IMAGE_SIZE, PATCH
+
+PAD, EOS, UNK, IMAGE = "<pad>", "</s>", "<unk>", "<image>"
+SPECIALS = (PAD, EOS, UNK, IMAGE)
+MEAN = STD = (0.5, 0.5, 0.5)
+# The prompt the probe was trained on: the image, then the question, nothing else.
+PROMPT_FORMAT = IMAGE + "{question}"
+# mlx-vlm formats prompts with the checkpoint's chat template; this one renders a user
+# turn as PROMPT_FORMAT (image first, whatever order mlx-vlm lists the parts in) and
+# drops other roles. An image token already in the text is not added twice.
+CHAT_TEMPLATE = (
+    "{%- for m in messages -%}{%- if m['role'] == 'user' -%}"
+    "{%- if m['content'] is string -%}{{ m['content'] }}{%- else -%}"
+    "{%- set ns = namespace(text='', images=0) -%}"
+    "{%- for c in m['content'] -%}"
+    "{%- if c['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}"
+    "{%- elif c['type'] == 'text' -%}{%- set ns.text = ns.text + c['text'] -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if ns.images > 0 and '"
+    + IMAGE
+    + "' not in ns.text -%}"
+    + IMAGE
+    + "{%- endif -%}"
+    "{{ ns.text }}{%- endif -%}{%- endif -%}{%- endfor -%}"
+)
+
+
+def words() -> list:
+    """The vocabulary in id order: special tokens first, then every other word once."""
+    out = list(SPECIALS)
+    for w in [*question_words(), *answer_words()]:
+        if w not in out:
+            out.append(w)
+    return out
+
+
+def build_tokenizer() -> Tokenizer:
+    """A WordLevel tokenizer over ``words()`` that splits on whitespace."""
+    vocab = {w: i for i, w in enumerate(words())}
+    tok = Tokenizer(WordLevel(vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # Special tokens are matched before splitting, so "<image><image>" is two tokens.
+    tok.add_special_tokens(list(SPECIALS))
+    return tok
+
+
+def normalize(images):
+    """uint8 [B, H, W, 3] -> float32 NHWC pixels exactly as the saved image processor."""
+    import numpy as np
+
+    x = np.asarray(images, dtype=np.float32) / np.float32(255.0)
+    return (x - np.float32(MEAN[0])) / np.float32(STD[0])
+
+
+def write_side_files(path) -> None:
+    """Write tokenizer and processor files of the probe checkpoint into ``path``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    build_tokenizer().save(str(path / "tokenizer.json"))
+    specials = {"pad_token": PAD, "eos_token": EOS, "unk_token": UNK}
+    tok_cfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": 512,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "padding_side": "right",
+        "image_token": IMAGE,
+        "extra_special_tokens": {"image_token": IMAGE},
+        "chat_template": CHAT_TEMPLATE,
+        **specials,
+    }
+    pre = {
+        "image_processor_type": "CLIPImageProcessor",
+        "processor_class": "LlavaProcessor",
+        "do_resize": True,
+        "size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        "resample": 3,
+        "do_center_crop": False,
+        "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(MEAN),
+        "image_std": list(STD),
+        "do_convert_rgb": True,
+    }
+    proc = {
+        "processor_class": "LlavaProcessor",
+        "patch_size": PATCH,
+        "vision_feature_select_strategy": "default",
+        "image_token": IMAGE,
+        "num_additional_image_tokens": 1,
+    }
+    files = {
+        "tokenizer_config.json": tok_cfg,
+        "special_tokens_map.json": specials,
+        "preprocessor_config.json": pre,
+        "processor_config.json": proc,
+    }
+    for name, content in files.items():
+        (path / name).write_text(json.dumps(content, indent=2) + "\n")
+    (path / "chat_template.jinja").write_text(CHAT_TEMPLATE)
