@@ -1,0 +1,286 @@
+"""Speed and memory: unpatched mlx-vlm vs each base reducer alone and with RESTORE.
+
+One process, interleaved: every repeat runs the unpatched model, then every
+(keep, method, variant), then reverses the order on the next repeat, so slow drift of
+the machine lands on every row alike. Rows report medians over the repeats.
+
+    python -m restore_mlx.bench --model llava-ov-0.5b --keep 1,0.5,0.11 --repeats 3
+
+``--model`` takes a built-in real-shape config (random weights, see
+``restore_mlx.bench_configs``), a local path or a hub id (real weights via mlx-vlm).
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import mlx.core as mx
+
+from .bench_configs import DEFAULT_MODELS
+from .bench_subject import Subject, load_subject
+
+DEFAULT_KEEP = (1.0, 0.75, 0.5, 0.25, 0.11)
+DEFAULT_METHODS = ("divprune", "pool")
+VARIANTS = ("base", "restore")
+METRICS = (
+    "vision_s", "reduce_s", "setup_s", "prefill_s", "ttft_s", "decode_tps",
+    "decode_tps_ref", "peak_memory_gb", "kv_bytes",
+)  # fmt: skip
+
+
+def _generate(model, ids, pixels, kwargs, max_tokens, step):
+    """Plain ``mlx_vlm`` ``generate_step``: (time to first token, decode tok/s, cache)."""
+    from mlx_vlm.generate.ar import generate_step
+    from mlx_vlm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model.language_model)
+    stamps, t0 = [], time.perf_counter()
+    for _ in generate_step(
+        ids, model, pixels, None, max_tokens=max_tokens, temperature=0.0,
+        prompt_cache=cache, prefill_step_size=step, **kwargs,
+    ):  # fmt: skip
+        stamps.append(time.perf_counter())
+    tps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
+    return stamps[0] - t0, tps, cache
+
+
+def _kv_bytes(cache, tokens: int) -> int:
+    """Bytes the KV cache holds for ``tokens`` positions (its buffers grow in steps)."""
+    total = 0
+    for c in cache:
+        if getattr(c, "keys", None) is not None:
+            total += (c.keys.nbytes + c.values.nbytes) // c.keys.shape[2] * tokens
+    return total
+
+
+def _fresh():
+    mx.clear_cache()
+    mx.reset_peak_memory()
+
+
+def run_unpatched(s: Subject, max_tokens: int, step) -> dict:
+    """mlx-vlm alone. vision_s is a separate call of its own embedding step (tower,
+    projector, merge); TTFT is the end-to-end ``generate_step`` to the first token."""
+    import restore_mlx
+
+    restore_mlx.remove(s.model)
+    ids, pixels, extra = s.split()
+    _fresh()
+    t0 = time.perf_counter()
+    mx.eval(s.model.get_input_embeddings(ids, pixels, **extra).inputs_embeds)
+    vision_s = time.perf_counter() - t0
+    ttft, tps, cache = _generate(s.model, ids, pixels, extra, max_tokens, step)
+    s.kv_shape = [(c.keys.shape, c.keys.dtype) for c in cache]
+    return dict(
+        vision_s=vision_s, reduce_s=0.0, setup_s=0.0, prefill_s=ttft - vision_s,
+        ttft_s=ttft, decode_tps=tps, peak_memory_gb=mx.get_peak_memory() / 1e9,
+        kv_bytes=_kv_bytes(cache, ids.shape[1]), kept_tokens=s.visual_tokens,
+        prompt_tokens=ids.shape[1],
+    )  # fmt: skip
+
+
+def run_restore(s: Subject, method, keep, variant, max_tokens, step) -> dict:
+    """restore_mlx through its public API: ``apply``, ``prepare_tokens`` (vision,
+    reduction, positions and biases), then the same ``generate_step`` call."""
+    import restore_mlx
+    from restore_mlx.integration import prepare_tokens
+
+    restore_mlx.apply(s.model, method=method, keep=keep, restore=variant == "restore")
+    _fresh()
+    t0 = time.perf_counter()
+    prep = prepare_tokens(s.model, s.sample)
+    prep_s = time.perf_counter() - t0
+    kwargs = dict(prep.generate_kwargs)
+    pixels = kwargs.pop("pixel_values", None)
+    first, tps, cache = _generate(
+        s.model, prep.input_ids, pixels, kwargs, max_tokens, step
+    )
+    return dict(
+        vision_s=prep.vision_s, reduce_s=prep.reduce_s,
+        setup_s=prep_s - prep.vision_s - prep.reduce_s, prefill_s=first,
+        ttft_s=prep_s + first, decode_tps=tps,
+        peak_memory_gb=mx.get_peak_memory() / 1e9,
+        kv_bytes=_kv_bytes(cache, prep.prompt_tokens),
+        kept_tokens=prep.visual_tokens_after, prompt_tokens=prep.prompt_tokens,
+    )  # fmt: skip
+
+
+def run_reference_decode(s: Subject, length: int, max_tokens: int) -> float:
+    """Unpatched decode tok/s with a KV cache of ``length`` tokens (filled with zeros:
+    decode cost depends on the cache length, not its content). Compares decode at
+    equal context with a reduced prompt of that length."""
+    from mlx_vlm.generate.ar import generate_step
+    from mlx_vlm.models.cache import make_prompt_cache
+
+    import restore_mlx
+
+    restore_mlx.remove(s.model)
+    cache = make_prompt_cache(s.model.language_model)
+    for c, (shape, dtype) in zip(cache, s.kv_shape):
+        kv = mx.zeros((shape[0], shape[1], length, shape[3]), dtype=dtype)
+        c.update_and_fetch(kv, kv)
+    mx.eval([c.state for c in cache])
+    ids = s.sample["input_ids"][:, -1:]
+    stamps = []
+    for _ in generate_step(
+        ids, s.model, None, None, max_tokens=max_tokens + 1, temperature=0.0,
+        prompt_cache=cache,
+    ):  # fmt: skip
+        stamps.append(time.perf_counter())
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def _plan(keeps, methods):
+    jobs = [("none", 1.0, "none")]
+    for keep in keeps:
+        jobs += [(m, keep, v) for m in methods for v in VARIANTS]
+        jobs.append(("ref", keep, "ref"))
+    return jobs
+
+
+def bench_subject(s: Subject, keeps, methods, repeats, max_tokens, step, log=print):
+    """All rows of one model: medians over ``repeats`` interleaved passes."""
+    samples = {}
+    jobs = _plan(keeps, methods)
+    log(f"[{s.name}] warm-up")
+    run_unpatched(s, 2, step)
+    run_restore(s, methods[0], min(keeps), "restore", 2, step)
+    for r in range(repeats):
+        t_rep = time.perf_counter()
+        for method, keep, variant in jobs if r % 2 == 0 else jobs[::-1]:
+            key = (method, keep, variant)
+            if method == "none":
+                out = run_unpatched(s, max_tokens, step)
+            elif method == "ref":
+                length = s.prompt_tokens_at(keep)
+                out = {"decode_tps": run_reference_decode(s, length, max_tokens)}
+            else:
+                out = run_restore(s, method, keep, variant, max_tokens, step)
+            samples.setdefault(key, []).append(out)
+        log(f"[{s.name}] repeat {r + 1}/{repeats}: {time.perf_counter() - t_rep:.0f} s")
+    return _rows(s, samples)
+
+
+def _rows(s: Subject, samples) -> list:
+    refs = {k[1]: v for k, v in samples.items() if k[0] == "ref"}
+    rows = []
+    for (method, keep, variant), outs in samples.items():
+        if method == "ref":
+            continue
+        row = dict(model=s.name, method=method, variant=variant, keep=keep)
+        row["visual_tokens"] = s.visual_tokens
+        for k in ("kept_tokens", "prompt_tokens"):
+            row[k] = outs[0][k]
+        for k in METRICS:
+            src = refs.get(keep, []) if k == "decode_tps_ref" else outs
+            key = "decode_tps" if k == "decode_tps_ref" else k
+            vals = [o[key] for o in src if key in o]
+            row[k] = statistics.median(vals) if vals else None
+        row["samples"] = {k: [o[k] for o in outs] for k in ("ttft_s", "prefill_s")}
+        rows.append(row)
+    return rows
+
+
+def machine() -> dict:
+    """Where the numbers were measured."""
+    import os
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if "model name" in ln)
+    except (OSError, StopIteration):
+        pass
+    return dict(
+        cpu=cpu, cores=os.cpu_count(), platform=platform.platform(),
+        mlx=mx.__version__, device=str(mx.default_device()),
+        preload=os.environ.get("LD_PRELOAD", ""),
+    )  # fmt: skip
+
+
+def run(
+    models, keeps, methods, repeats, max_tokens, step=2048, log=print, profile=None
+) -> dict:
+    """Benchmark every model; returns the JSON document (machine, settings, rows and,
+    with ``profile=(method, keep)``, a stage profile of the RESTORE path per model)."""
+    from .bench_profile import profile as profile_stages
+    from .bench_report import add_ratios
+
+    settings = dict(
+        models=list(models), keep=list(keeps), methods=list(methods),
+        repeats=repeats, max_tokens=max_tokens, prefill_step_size=step,
+    )  # fmt: skip
+    t0, rows, profiles = time.perf_counter(), [], []
+    for spec in models:
+        s = load_subject(spec)
+        log(f"[{s.name}] {s.about}: {s.prompt_tokens} prompt tokens")
+        rows += bench_subject(s, keeps, methods, repeats, max_tokens, step, log)
+        if profile:
+            log(f"[{s.name}] profile {profile}")
+            profiles.append(profile_stages(s, *profile, repeats=repeats))
+        del s
+        mx.clear_cache()
+    settings["wall_s"] = round(time.perf_counter() - t0, 1)
+    doc = dict(machine=machine(), settings=settings, rows=add_ratios(rows))
+    if profiles:
+        doc["profile"] = profiles
+    return doc
+
+
+def _floats(text):
+    return tuple(float(x) for x in text.split(","))
+
+
+def _profile_spec(text):
+    method, keep = text.split(":")
+    return method, float(keep)
+
+
+def configure_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", nargs="+", default=list(DEFAULT_MODELS))
+    p.add_argument("--keep", type=_floats, default=DEFAULT_KEEP)
+    p.add_argument(
+        "--methods", type=lambda t: tuple(t.split(",")), default=DEFAULT_METHODS
+    )
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--max-tokens", type=int, default=8, help="decoded tokens per run")
+    p.add_argument("--prefill-step-size", type=int, default=2048)
+    p.add_argument(
+        "--profile",
+        type=_profile_spec,
+        default=None,
+        metavar="METHOD:KEEP",
+        help="also time the RESTORE path stage by stage, e.g. divprune:0.25",
+    )
+    p.add_argument("--json", type=Path, default=None, help="write the rows here")
+    p.add_argument("--markdown", type=Path, default=None, help="write the table here")
+    p.add_argument("--plot", type=Path, default=None, help="TTFT/memory PNG here")
+    return p
+
+
+def main(argv=None):
+    from .bench_report import markdown, plot
+
+    args = configure_parser().parse_args(argv)
+    doc = run(
+        args.model, args.keep, args.methods, args.repeats, args.max_tokens,
+        args.prefill_step_size, profile=args.profile,
+    )  # fmt: skip
+    text = markdown(doc)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text)
+    if args.plot:
+        plot(doc, args.plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Ratios, target checks, the markdown table and the plot of ``restore_mlx.bench``.
+
+Targets (issue 5), each checked per row against the same model's unpatched row:
+
+- prefill: LM prefill at kept fraction r within 10% of the unreduced prefill scaled by
+  the prompt length (text + kept tokens over text + all tokens);
+- RESTORE adds at most 3% to TTFT over its base reducer at the same budget;
+- decode with calibration at least 97% of the same reduction without it, and not below
+  unpatched mlx-vlm decoding from a cache of the same length (``decode_tps_ref``;
+  within the same 3% noise allowance);
+- KV-cache bytes per prompt token equal to unpatched mlx-vlm's (proportional to text +
+  kept tokens).
+"""
+
+from pathlib import Path
+
+PREFILL_SLACK, TTFT_SLACK, DECODE_FLOOR = 1.10, 1.03, 0.97
+
+
+def _div(a, b):
+    return a / b if a is not None and b else None
+
+
+def add_ratios(rows: list) -> list:
+    """Add ratio columns (``*_x`` vs unpatched, ``*_vs_base``) to every row in place."""
+    none = {r["model"]: r for r in rows if r["method"] == "none"}
+    base = {
+        (r["model"], r["method"], r["keep"]): r for r in rows if r["variant"] == "base"
+    }
+    for r in rows:
+        u = none[r["model"]]
+        for k in ("vision_s", "prefill_s", "ttft_s", "decode_tps", "peak_memory_gb"):
+            r[k.rsplit("_", 1)[0] + "_x"] = _div(r[k], u[k])
+        r["kv_x"] = _div(r["kv_bytes"], u["kv_bytes"])
+        share = r["prompt_tokens"] / u["prompt_tokens"]
+        r["prefill_vs_proportional"] = _div(r["prefill_s"], u["prefill_s"] * share)
+        r["kv_per_token_x"] = _div(
+            r["kv_bytes"] / r["prompt_tokens"], u["kv_bytes"] / u["prompt_tokens"]
+        )
+        r["decode_vs_ref"] = _div(r["decode_tps"], r.get("decode_tps_ref"))
+        b = base.get((r["model"], r["method"], r["keep"]))
+        if r["variant"] == "restore" and b is not None:
+            r["ttft_vs_base"] = _div(r["ttft_s"], b["ttft_s"])
+            r["decode_vs_base"] = _div(r["decode_tps"], b["decode_tps"])
+    return rows
+
+
+def targets(rows: list) -> list:
+    """[(target, met, total, misses)] over the reduced rows (kept fraction < 1)."""
+    red = [r for r in rows if r["method"] != "none" and r["keep"] < 1.0]
+    res = [r for r in red if r["variant"] == "restore"]
+    checks = [
+        ("prefill <= 1.10 x proportional", red, "prefill_vs_proportional", PREFILL_SLACK, 1),
+        ("RESTORE TTFT <= 1.03 x base", res, "ttft_vs_base", TTFT_SLACK, 1),
+        ("RESTORE decode >= 0.97 x base", res, "decode_vs_base", DECODE_FLOOR, -1),
+        ("decode >= 0.97 x unpatched, equal context", red, "decode_vs_ref", DECODE_FLOOR, -1),
+        ("KV bytes/token = unpatched", red, "kv_per_token_x", 1.0, 0),
+    ]  # fmt: skip
+    out = []
+    for name, subset, key, bound, sign in checks:
+        vals = [(r, r.get(key)) for r in subset if r.get(key) is not None]
+        if sign == 0:
+            ok = [abs(v - bound) < 1e-9 for _, v in vals]
+        else:
+            ok = [(v - bound) * sign <= 0 for _, v in vals]
+        misses = [
+            f"{r['model']} {r['method']}/{r['variant']} keep {r['keep']}: {v:.3f}"
+            for (r, v), good in zip(vals, ok)
+            if not good
+        ]
+        out.append((name, sum(ok), len(ok), misses))
+    return out
+
+
+def _f(v, fmt):
+    return "-" if v is None else format(v, fmt)
+
+
+COLUMNS = (
+    ("keep", "keep", ".2f"), ("method", "method", ""), ("variant", "variant", ""),
+    ("kept", "kept_tokens", "d"), ("prompt", "prompt_tokens", "d"),
+    ("vision s", "vision_s", ".2f"), ("reduce s", "reduce_s", ".3f"),
+    ("setup s", "setup_s", ".3f"), ("prefill s", "prefill_s", ".2f"),
+    ("TTFT s", "ttft_s", ".2f"), ("TTFT x", "ttft_x", ".2f"),
+    ("prefill x", "prefill_x", ".2f"), ("prefill/prop", "prefill_vs_proportional", ".2f"),
+    ("TTFT/base", "ttft_vs_base", ".3f"), ("decode tok/s", "decode_tps", ".2f"),
+    ("decode/base", "decode_vs_base", ".2f"), ("decode/ref", "decode_vs_ref", ".2f"),
+    ("peak GB", "peak_memory_gb", ".2f"), ("KV MB", "kv_bytes", ""), ("KV x", "kv_x", ".2f"),
+)  # fmt: skip
+
+
+def _cell(row, key, fmt):
+    v = row.get(key)
+    if key == "kv_bytes":
+        return _f(v / 2**20 if v is not None else None, ".1f")
+    return str(v) if fmt == "" else _f(v, fmt)
+
+
+def markdown(doc: dict) -> str:
+    """The results as markdown: machine, settings, one table per model, targets."""
+    m, s = doc["machine"], doc["settings"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, mlx {m['mlx']} ({m['device']}), "
+        f"LD_PRELOAD={m['preload'] or 'none'}.",
+        f"Settings: keep {s['keep']}, methods {s['methods']}, {s['repeats']} repeats "
+        f"(medians), {s['max_tokens']} decoded tokens, prefill step "
+        f"{s['prefill_step_size']}; wall {s.get('wall_s', '?')} s.",
+    ]
+    for model in dict.fromkeys(r["model"] for r in doc["rows"]):
+        rows = [r for r in doc["rows"] if r["model"] == model]
+        rows.sort(
+            key=lambda r: (-r["keep"], r["method"] != "none", r["method"], r["variant"])
+        )
+        lines += ["", f"### {model}", ""]
+        lines.append("| " + " | ".join(c[0] for c in COLUMNS) + " |")
+        lines.append("|" + "---|" * len(COLUMNS))
+        for r in rows:
+            lines.append(
+                "| " + " | ".join(_cell(r, k, f) for _, k, f in COLUMNS) + " |"
+            )
+    lines += ["", "Targets (reduced rows, keep < 1):", ""]
+    for name, met, total, misses in targets(doc["rows"]):
+        lines.append(
+            f"- {name}: {met}/{total} met"
+            + (f"; missed: {'; '.join(misses)}" if misses else "")
+        )
+    lines += _profile_lines(doc.get("profile", []))
+    return "\n".join(lines) + "\n"
+
+
+def _profile_lines(profiles):
+    """The stage profile as a table: one column per profiled model."""
+    if not profiles:
+        return []
+    keys = [k for k in profiles[0] if k.endswith("_s")]
+    head = [f"{p['model']} {p['method']} keep {p['keep']}" for p in profiles]
+    lines = ["", "Profile of one request (ms, medians):", ""]
+    lines.append("| stage | " + " | ".join(head) + " |")
+    lines.append("|---|" + "---|" * len(profiles))
+    for k in keys:
+        cells = [
+            _f(p.get(k) * 1e3 if p.get(k) is not None else None, ".1f")
+            for p in profiles
+        ]
+        lines.append(f"| {k[:-2]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot(doc: dict, path) -> Path:
+    """TTFT, peak memory and KV bytes vs kept visual tokens, one row of panels per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in doc["rows"]))
+    panels = (
+        ("ttft_s", "TTFT (s)"),
+        ("peak_memory_gb", "peak memory (GB)"),
+        ("kv_bytes", "KV cache (MB)"),
+    )
+    fig, axes = plt.subplots(
+        len(models), 3, figsize=(13, 3.6 * len(models)), squeeze=False
+    )
+    for row_axes, model in zip(axes, models):
+        rows = [r for r in doc["rows"] if r["model"] == model]
+        none = next(r for r in rows if r["method"] == "none")
+        lines = sorted(
+            {(r["method"], r["variant"]) for r in rows if r["method"] != "none"}
+        )
+        for ax, (key, label) in zip(row_axes, panels):
+            scale = 2**-20 if key == "kv_bytes" else 1.0
+            for method, variant in lines:
+                pts = sorted((r["kept_tokens"], r[key] * scale) for r in rows
+                             if (r["method"], r["variant"]) == (method, variant))  # fmt: skip
+                style = "-" if variant == "restore" else "--"
+                ax.plot(
+                    *zip(*pts), style, marker="o", ms=3, label=f"{method} {variant}"
+                )
+            ax.plot(
+                [none["kept_tokens"]], [none[key] * scale], "k*", ms=10, label="mlx-vlm"
+            )
+            ax.set_xlabel("kept visual tokens")
+            ax.set_ylabel(label)
+            ax.set_title(model, fontsize=9)
+            ax.grid(alpha=0.3)
+        row_axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,134 @@
+"""The model under test and its one prepared request, for ``restore_mlx.bench``.
+
+A built-in config is instantiated with random fp32 weights and a synthetic request:
+the published chat template's shape (system turn, user turn with the image, a short
+question, assistant header) with arbitrary text ids, random pixels of the right shape.
+A path or hub id is loaded with its real weights and processor and asked about a
+noise image. Either way the processor work is done once, outside every timing.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import mlx.core as mx
+import numpy as np
+
+from .bench_configs import BUILTIN, get_config
+from .core.budget import resolve_budget
+
+QUESTION = "Describe this image in detail."
+# Text around the image in Qwen's chat template (system + user header, question +
+# end of turn + assistant header), in tokens: what a real request prefills besides it.
+TEXT_BEFORE, TEXT_AFTER = 14, 13
+
+
+@dataclass
+class Subject:
+    """A model, its request (``sample``: input_ids, pixel_values, extras) and sizes."""
+
+    name: str
+    about: str
+    model: object
+    sample: dict
+    visual_tokens: int
+    kv_shape: Optional[list] = field(default=None, repr=False)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.sample["input_ids"].shape[1]
+
+    def prompt_tokens_at(self, keep: float) -> int:
+        """Prompt length after reducing the visual tokens to a ``keep`` fraction."""
+        n = self.visual_tokens
+        return self.prompt_tokens - n + resolve_budget(n, keep=keep)
+
+    def split(self):
+        """(input_ids, pixel_values, other generate keywords)."""
+        extra = {
+            k: v
+            for k, v in self.sample.items()
+            if k not in ("input_ids", "pixel_values")
+        }
+        return self.sample["input_ids"], self.sample["pixel_values"], extra
+
+
+def build_model(config: dict):
+    """An mlx-vlm model from a config dict, as ``mlx_vlm.utils.load_model`` builds it,
+    with its random initial weights (fp32), evaluated."""
+    from mlx_vlm.utils import get_model_and_args, update_module_configs
+
+    arch, _ = get_model_and_args(config)
+    config.setdefault("text_config", {})
+    config.setdefault("vision_config", {})
+    model_config = arch.ModelConfig.from_dict(config)
+    modules = ["text", "vision", "perceiver", "projector", "audio"]
+    model_config = update_module_configs(model_config, arch, config, modules)
+    model = arch.Model(model_config)
+    mx.eval(model.parameters())
+    return model
+
+
+def _text(rng, n, vocab):
+    # Ordinary word ids: inside the vocabulary, below the special tokens at its end.
+    hi = min(30000, vocab - 16)
+    return rng.integers(min(1000, hi // 4), hi, size=n).tolist()
+
+
+def synthetic_sample(config: dict, side: int, seed: int = 0):
+    """(sample, number of visual tokens) for one ``side`` x ``side`` image."""
+    rng = np.random.default_rng(seed)
+    vocab = config.get("text_config", {}).get("vocab_size") or config["vocab_size"]
+    before, after = _text(rng, TEXT_BEFORE, vocab), _text(rng, TEXT_AFTER, vocab)
+    if config["model_type"] in ("qwen2_vl", "qwen2_5_vl"):
+        vc = config["vision_config"]
+        g = side // vc["patch_size"]
+        n = g * g // vc["spatial_merge_size"] ** 2
+        image = [config["vision_start_token_id"]]
+        image += [config["image_token_id"]] * n + [config["vision_end_token_id"]]
+        channels = 3 * vc["temporal_patch_size"] * vc["patch_size"] ** 2
+        pixels = rng.standard_normal((g * g, channels)).astype(np.float32)
+        extra = {"image_grid_thw": mx.array([[1, g, g]])}
+    else:
+        vc = config["vision_config"]
+        n = (side // vc["patch_size"]) ** 2
+        image = [config["image_token_index"]] * n
+        pixels = rng.standard_normal((1, 3, side, side)).astype(np.float32)
+        extra = {}
+    ids = mx.array([before + image + after])
+    return dict(input_ids=ids, pixel_values=mx.array(pixels), **extra), n
+
+
+def _load_real(spec: str) -> Subject:
+    """A checkpoint (path or hub id) with its processor, asked about a noise image."""
+    from mlx_vlm.prompt_utils import apply_chat_template
+    from mlx_vlm.utils import prepare_inputs
+    from PIL import Image
+
+    from .adapters.processors import load
+
+    model, processor = load(spec)
+    pixels = np.random.default_rng(0).integers(0, 256, (448, 448, 3), dtype=np.uint8)
+    prompt = apply_chat_template(processor, model.config, QUESTION, num_images=1)
+    inputs = prepare_inputs(
+        processor,
+        images=[Image.fromarray(pixels)],
+        prompts=prompt,
+        image_token_index=getattr(model.config, "image_token_index", None),
+    )
+    sample = {
+        k: v for k, v in inputs.items() if k != "attention_mask" and v is not None
+    }
+    token = getattr(model.config, "image_token_index", None)
+    if token is None:
+        token = model.config.image_token_id
+    n = int((sample["input_ids"] == token).sum().item())
+    return Subject(spec, f"{spec} (real weights)", model, sample, n)
+
+
+def load_subject(spec: str) -> Subject:
+    """A built-in config name (random weights) or a checkpoint path / hub id."""
+    if spec not in BUILTIN:
+        return _load_real(spec)
+    config, side, about = get_config(spec)
+    sample, n = synthetic_sample(config, side)
+    return Subject(spec, about, build_model(config), sample, n)
