@@ -13,10 +13,9 @@ import sys
 import mlx.core as mx
 
 from .llava import _span
-from .state import RestoreLanguageModel, swap_class, unswap_class
+from .state import patch_language_model, project_qkv, unpatch_language_model
 
 NAMES = ("qwen2_vl", "qwen2_5_vl")
-ATTRS = ("_restore", "_restore_layer")
 
 
 class _Attention:
@@ -37,9 +36,7 @@ class _Attention:
         from mlx_vlm.models.base import scaled_dot_product_attention
 
         B, L, _ = x.shape
-        q = self.q_proj(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
-        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        q, k, v, _ = project_qkv(self, x)
         if position_ids is None:
             offset = cache.offset if cache is not None else 0
             position_ids = mx.tile(mx.arange(offset, offset + L)[None, None], (3, B, 1))
@@ -58,17 +55,10 @@ class _Attention:
 
 def patch(model, state):
     """Swap the language model's and attention layers' classes; no weight changes."""
-    lm = model.language_model
-    swap_class(lm, RestoreLanguageModel, _restore=state)
-    for i, layer in enumerate(lm.model.layers):
-        swap_class(layer.self_attn, _Attention, _restore=state, _restore_layer=i)
+    patch_language_model(model, state, _Attention)
 
 
-def unpatch(model):
-    lm = model.language_model
-    unswap_class(lm, *ATTRS)
-    for layer in lm.model.layers:
-        unswap_class(layer.self_attn, *ATTRS)
+unpatch = unpatch_language_model
 
 
 def layers(model):
@@ -155,9 +145,6 @@ def run_layer(model, layer, h, positions):
 def queries_keys(model, layer, x, positions):
     """RoPE'd queries [B, H, T, D], keys [B, Hkv, T, D] and pre-RoPE keys [B, T, Hkv*D]."""
     attn = layer.self_attn
-    B, T, _ = x.shape
-    raw = attn.k_proj(x)
-    q = attn.q_proj(x).reshape(B, T, attn.n_heads, -1).transpose(0, 2, 1, 3)
-    k = raw.reshape(B, T, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    q, k, _, raw = project_qkv(attn, x)
     q, k = attn.rotary_emb.apply_rotary(q, k, positions[:, None, :], unsqueeze_dim=1)
     return q, k, raw

@@ -249,3 +249,33 @@ class RestoreLanguageModel:
             )
         finally:
             state.plan = None
+
+
+PATCH_ATTRS = ("_restore", "_restore_layer")
+
+
+def patch_language_model(model, state, attention_mixin):
+    """Swap the classes of the language model and of every layer's attention."""
+    lm = model.language_model
+    swap_class(lm, RestoreLanguageModel, _restore=state)
+    for i, layer in enumerate(lm.model.layers):
+        swap_class(layer.self_attn, attention_mixin, _restore=state, _restore_layer=i)
+
+
+def unpatch_language_model(model):
+    """Undo ``patch_language_model``."""
+    lm = model.language_model
+    unswap_class(lm, *PATCH_ATTRS)
+    for layer in lm.model.layers:
+        unswap_class(layer.self_attn, *PATCH_ATTRS)
+
+
+def project_qkv(attn, x: mx.array):
+    """An mlx-vlm attention module's queries [B, H, L, D], keys and values
+    [B, Hkv, L, D] and pre-RoPE keys [B, L, Hkv*D], before RoPE."""
+    B, L, _ = x.shape
+    raw = attn.k_proj(x)
+    q = attn.q_proj(x).reshape(B, L, attn.n_heads, -1).transpose(0, 2, 1, 3)
+    k = raw.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    v = attn.v_proj(x).reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    return q, k, v, raw
