@@ -175,7 +175,7 @@ def load_items(args) -> tuple:
 
 
 def run(args) -> dict:
-    """Load the model, evaluate, write the outputs the flags ask for; the JSON document."""
+    """Load, evaluate, write the outputs the flags ask for; return the JSON document."""
     from mlx_vlm.utils import load
 
     from .probe.metrics import aggregate
@@ -190,12 +190,13 @@ def run(args) -> dict:
     )  # fmt: skip
     rows = aggregate(records)
     n_visual = max((r.get("visual_tokens") or 0) for r in rows if r["method"] == "none")
-    meta = dict(
-        model=str(args.model), source=source, seed=args.seed, questions=len(items),
-        visual_tokens=int(n_visual), methods=list(args.methods), variants=list(args.variants),
-        keeps=list(args.keep), max_tokens=args.max_tokens,
-        seconds=round(time.perf_counter() - t0, 1),
-    )  # fmt: skip
+    meta = {
+        "model": str(args.model), "source": source, "seed": args.seed,
+        "questions": len(items), "visual_tokens": int(n_visual),
+        "methods": list(args.methods), "variants": list(args.variants),
+        "keeps": list(args.keep), "max_tokens": args.max_tokens,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
     doc = {"meta": meta, "rows": rows}
     text = markdown(rows, meta)
     if args.json:

@@ -133,20 +133,51 @@ def test_checkpoint_loads_and_processor_matches_training(tiny_checkpoint):
     assert proc.tokenizer(prompt)["input_ids"] == build_tokenizer().encode(prompt).ids
 
 
-def test_training_writes_a_loadable_checkpoint(tmp_path):
+def test_training_writes_a_loadable_checkpoint_and_resumes(tmp_path):
     from mlx_vlm.utils import load
 
     from restore_mlx.probe import train
 
     out = tmp_path / "m"
-    argv = ["--out", str(out), "--width", "32", "--vision-layers", "1", "--text-layers", "1",
-            "--batch", "4", "--vision-batch", "4", "--vision-steps", "2", "--steps", "2",
-            "--eval-every", "2", "--warmup", "1"]  # fmt: skip
-    train.main(argv)
+    tiny = ["--width", "32", "--vision-layers", "1", "--text-layers", "3", "--batch",
+            "4", "--vision-batch", "4", "--steps", "2", "--eval-every", "2", "--warmup", "1"]  # fmt: skip
+    train.main(["--out", str(out), "--vision-steps", "2", *tiny])
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["text_config"]["hidden_size"] == 32
     model, _ = load(str(out))
     assert model.config.model_type == "llava"
+    stage1 = tmp_path / "m-stage1.safetensors"
+    assert stage1.exists()
+    train.main(
+        [
+            "--out",
+            str(tmp_path / "m2"),
+            "--init",
+            str(stage1),
+            "--vision-steps",
+            "0",
+            *tiny,
+        ]
+    )
+    assert (tmp_path / "m2" / "model.safetensors").exists()
+
+
+def test_hop_targets_follow_the_question():
+    from restore_mlx.probe.targets import GATHER, LOOKUP, QTYPES, question_targets
+
+    names = [n for n, _ in GATHER + LOOKUP]
+    for e in make_set("train", 2, 20):
+        t = dict(zip(names, question_targets(e.question, e.objects).tolist()))
+        assert all(0 <= v < k for v, (_, k) in zip(t.values(), GATHER + LOOKUP))
+        w = e.question.split()
+        if e.family == "relation":
+            b = next(o for o in e.objects if (o.color, o.shape) == (w[-3], w[-2]))
+            assert (t["m_row"], t["m_col"]) == (b.row + 1, b.col + 1)
+            assert QTYPES[t["qtype"] - 1] == w[4]
+        elif e.family == "count":
+            assert t["count"] == int(e.answer) + 1
+        elif e.family == "location":
+            assert str(t["l_row"] if w[1] == "row" else t["l_col"]) == e.answer
 
 
 def test_training_rejects_bad_flags():
@@ -154,10 +185,12 @@ def test_training_rejects_bad_flags():
 
     with pytest.raises(ValueError, match="width"):
         train.main(["--width", "48"])
+    with pytest.raises(ValueError, match="text-layers"):
+        train.main(["--text-layers", "2"])
 
 
 def test_cell_labels_cover_cells():
-    from restore_mlx.probe.train import cell_labels
+    from restore_mlx.probe.losses import cell_labels
 
     e = make_example("test", 0, 2, "count", objects=(1, 1))
     labels = cell_labels(e.objects)

@@ -1,4 +1,4 @@
-"""Question sets for the eval harness: the probe generator, or a benchmark JSONL on disk.
+"""Question sets for the eval harness: the probe generator or a benchmark JSONL.
 
 Each item is a dict: ``id``, ``image`` (a path or a PIL image), ``question``,
 ``answer`` and ``family`` (the question family or benchmark category, used to split

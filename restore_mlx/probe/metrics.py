@@ -15,7 +15,7 @@ _PUNCT = re.compile(r"[^\w\s]")
 
 
 def normalize_answer(text: str) -> str:
-    """Lower case, no punctuation, single spaces: "Yes." and "yes" are the same answer."""
+    """Lower case, no punctuation, single spaces: "Yes." equals "yes"."""
     return " ".join(_PUNCT.sub(" ", str(text).lower()).split())
 
 

@@ -70,7 +70,8 @@ def build_model(config: dict):
 
 
 class AuxHeads(nn.Module):
-    """Per-visual-token linear read-outs of the cell under the token: colour, shape, row, col.
+    """Per-token linear read-outs of the cell under a visual token: colour, shape, row,
+    column.
 
     Training only; they make the projected features say what and where before the LM
     has to learn lookups over them. They are not saved with the checkpoint.
@@ -88,7 +89,7 @@ class AuxHeads(nn.Module):
 
 
 def visual_features(model, pixels_nhwc: mx.array) -> mx.array:
-    """Projected visual tokens [B, 144, D], exactly the path of ``get_input_embeddings``."""
+    """Projected visual tokens [B, 144, D], the path of ``get_input_embeddings``."""
     *_, hidden = model.vision_tower(pixels_nhwc, output_hidden_states=True)
     feats = hidden[model.vision_feature_layer]
     if model.vision_feature_select_strategy == "default":

@@ -91,7 +91,7 @@ def make_example(
     objects: tuple = (2, MAX_OBJECTS),
     clutter: int = 12,
 ) -> Example:
-    """Example ``index`` of ``family`` in ``split``; ``objects`` bounds the object count."""
+    """Example ``index`` of ``family`` in ``split``; ``objects`` bounds the count."""
     if family not in _ASK:
         raise ValueError(
             f"unknown question family {family!r}; expected one of {FAMILIES}"

@@ -1,4 +1,4 @@
-"""Markdown tables and the accuracy plot of an eval run (rows from ``metrics.aggregate``)."""
+"""Markdown tables and the accuracy plot of an eval run (``metrics.aggregate`` rows)."""
 
 from collections import defaultdict
 
@@ -67,7 +67,8 @@ def markdown(rows, meta) -> str:
     lines = [f"# Eval: {meta.get('model', '?')}", ""]
     lines.append(
         f"{meta.get('questions', '?')} questions ({meta.get('source', '?')}), "
-        f"{meta.get('visual_tokens', '?')} visual tokens per image, seed {meta.get('seed')}."
+        f"{meta.get('visual_tokens', '?')} visual tokens per image, "
+        f"seed {meta.get('seed')}."
     )
     lines += ["", *_table(rows, "all", "accuracy", keeps, "Accuracy (all families)")]
     lines += _family_table(rows, keeps, families)

@@ -1,9 +1,10 @@
-"""Train the spatial probe from scratch on the CPU: ``python -m restore_mlx.probe.train``.
+"""Train the spatial probe on the CPU: ``python -m restore_mlx.probe.train``.
 
 Two stages. (1) The vision tower and projector learn alone, through per-token auxiliary
 heads that read the colour, shape, row and column of the cell under each visual token.
-(2) The whole model learns to answer, loss on the answer word and the end token, with
-the auxiliary loss kept on and a curriculum on the number of objects (few first).
+(2) With the tower frozen, the LM learns to answer: loss on the answer word and the end
+token, plus the hop targets of ``targets`` (what was asked, after layer 1; what the
+lookup found, after layer 2), with a curriculum on the number of objects (few first).
 """
 
 import argparse
@@ -14,110 +15,14 @@ from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
+from mlx import nn
 
-from .model import (
-    N_VISUAL,
-    AuxHeads,
-    build_model,
-    final_hidden,
-    probe_config,
-    save_checkpoint,
-    visual_features,
-)
-from .questions import make_example
-from .scenes import COLORS, FAMILIES, GRID, IMAGE_SIZE, MAX_OBJECTS, PATCH, SHAPES
-from .vocab import EOS, build_tokenizer, normalize, write_side_files
-
-TEXT_LEN = 13  # longest question (11 words) + answer + end token, padded
-
-
-class Trainer(nn.Module):
-    """The llava model plus its training-only auxiliary heads, trained as one tree."""
-
-    def __init__(self, config: dict):
-        super().__init__()
-        self.model = build_model(config)
-        self.aux = AuxHeads(config["text_config"]["hidden_size"])
-
-
-def cell_labels(objects) -> np.ndarray:
-    """[4, 144] int labels per patch: colour+1, shape+1 (0 = empty), row, column."""
-    side = IMAGE_SIZE // PATCH
-    per = side // GRID
-    rr, cc = np.divmod(np.arange(side * side), side)
-    row, col = rr // per, cc // per
-    color = np.zeros(side * side, np.int32)
-    shape = np.zeros(side * side, np.int32)
-    names = list(COLORS)
-    for o in objects:
-        hit = (row == o.row) & (col == o.col)
-        color[hit] = names.index(o.color) + 1
-        shape[hit] = SHAPES.index(o.shape) + 1
-    return np.stack([color, shape, row, col]).astype(np.int32)
-
-
-def make_batch(tok, split, seed, start, size, objects, families=FAMILIES):
-    """Arrays for examples ``start .. start+size`` of ``split``; families cycle."""
-    eos = tok.token_to_id(EOS)
-    ex = [
-        make_example(
-            split, seed, start + i, families[(start + i) % len(families)], objects
-        )
-        for i in range(size)
-    ]
-    ids = np.zeros((size, TEXT_LEN), np.int32)
-    pos = np.zeros(size, np.int32)
-    for i, e in enumerate(ex):
-        q = tok.encode(e.question).ids
-        a = tok.token_to_id(e.answer)
-        ids[i, : len(q) + 1] = [*q, a]
-        pos[i] = N_VISUAL + len(q) - 1  # the position that predicts the answer
-    answers = np.array([[tok.token_to_id(e.answer), eos] for e in ex], np.int32)
-    labels = np.stack([cell_labels(e.objects) for e in ex])
-    pix = normalize(np.stack([e.image for e in ex]))
-    arrays = [mx.array(a) for a in (pix, ids, pos, answers, labels)]
-    return arrays, [e.family for e in ex]
-
-
-def aux_loss(trainer, feats, labels):
-    heads = trainer.aux(feats)
-    return sum(
-        nn.losses.cross_entropy(h, labels[:, k], reduction="mean")
-        for k, h in enumerate(heads)
-    )
-
-
-def answer_logits(trainer, feats, ids, pos):
-    """Logits [B, 2, V] at the answer position and the one after it."""
-    h = final_hidden(trainer.model, feats, ids)
-    idx = mx.stack([pos, pos + 1], axis=1)[:, :, None]
-    h = mx.take_along_axis(h, idx, axis=1)
-    return trainer.model.language_model.lm_head(h)
-
-
-def vision_loss(trainer, pix, ids, pos, answers, labels):
-    return aux_loss(trainer, visual_features(trainer.model, pix), labels)
-
-
-def full_loss(trainer, pix, ids, pos, answers, labels):
-    feats = visual_features(trainer.model, pix)
-    logits = answer_logits(trainer, feats, ids, pos)
-    ce = nn.losses.cross_entropy(logits, answers, reduction="none")
-    # The answer word matters; the end token is trivial but must be learned for generate.
-    return (
-        ce[:, 0].mean() + 0.1 * ce[:, 1].mean() + 0.5 * aux_loss(trainer, feats, labels)
-    )
-
-
-def lm_loss(trainer, pix, ids, pos, answers, labels):
-    """Answer loss with the vision side frozen: no gradient flows into the tower."""
-    feats = mx.stop_gradient(visual_features(trainer.model, pix))
-    logits = answer_logits(trainer, feats, ids, pos)
-    ce = nn.losses.cross_entropy(logits, answers, reduction="none")
-    return ce[:, 0].mean() + 0.1 * ce[:, 1].mean()
+from .losses import Trainer, answer_loss, answer_pass, make_batch, vision_loss
+from .model import probe_config, save_checkpoint, visual_features
+from .scenes import FAMILIES, MAX_OBJECTS
+from .vocab import build_tokenizer, write_side_files
 
 
 def make_step(trainer, optimizer, loss_fn):
@@ -145,10 +50,11 @@ def evaluate(trainer, tok, seed, per_family=48, objects=(2, MAX_OBJECTS)):
     n = per_family * len(FAMILIES)
     hits = {f: [] for f in FAMILIES}
     for start in range(0, n, 64):
-        (pix, ids, pos, answers, _), fams = make_batch(
+        (pix, ids, pos, answers, _, _), fams = make_batch(
             tok, "val", seed, start, min(64, n - start), objects
         )
-        logits = answer_logits(trainer, visual_features(trainer.model, pix), ids, pos)
+        feats = visual_features(trainer.model, pix)
+        logits, _ = answer_pass(trainer, feats, ids, pos)
         pred = mx.argmax(logits[:, 0], axis=-1)
         for f, ok in zip(fams, (pred == answers[:, 0]).tolist()):
             hits[f].append(ok)
@@ -165,14 +71,12 @@ def objects_at(step, steps):
 
 
 def _log(msg, **fields):
-    print(
-        json.dumps({"msg": msg, "time": round(time.time() - _T0, 1), **fields}),
-        flush=True,
-    )
+    stamp = {"msg": msg, "time": round(time.time() - _T0, 1)}
+    print(json.dumps({**stamp, **fields}), flush=True)
 
 
 def train_vision(trainer, tok, args):
-    """Stage 1: tower + projector + auxiliary heads only."""
+    """Stage 1: tower + projector + per-token auxiliary heads only."""
     trainer.model.language_model.freeze()
     opt = optim.AdamW(
         schedule(args.vision_lr, args.vision_steps, 50), weight_decay=0.01
@@ -191,35 +95,39 @@ def train_vision(trainer, tok, args):
 
 
 def aux_accuracy(trainer, tok, seed, n=64):
-    """Per-token accuracy of the auxiliary heads on validation scenes."""
-    (pix, _, _, _, labels), _ = make_batch(tok, "val", seed, 0, n, (1, MAX_OBJECTS))
+    """Per-token accuracy of the cell heads on validation scenes, and per cell by
+    majority vote over the cell's 3 x 3 tokens (shape needs the neighbours)."""
+    (pix, _, _, _, labels, _), _ = make_batch(tok, "val", seed, 0, n, (1, MAX_OBJECTS))
     heads = trainer.aux(visual_features(trainer.model, pix))
-    names = ("color", "shape", "row", "col")
-    return {
-        k: round((mx.argmax(h, -1) == labels[:, i]).mean().item(), 4)
-        for i, (k, h) in enumerate(zip(names, heads))
-    }
+    out = {}
+    for i, (k, h) in enumerate(zip(("color", "shape", "row", "col"), heads)):
+        pred = mx.argmax(h, -1)
+        out[k] = round((pred == labels[:, i]).mean().item(), 4)
+        if k in ("color", "shape"):
+            votes = np.asarray(pred).reshape(n, 4, 3, 4, 3).transpose(0, 1, 3, 2, 4)
+            truth = np.asarray(labels[:, i]).reshape(n, 4, 3, 4, 3)[:, :, 0, :, 0]
+            flat = votes.reshape(n, 4, 4, 9)
+            major = np.apply_along_axis(lambda v: np.bincount(v).argmax(), -1, flat)
+            out[k + "_cell"] = round(float((major == truth).mean()), 4)
+    return out
 
 
-def train_full(trainer, tok, args, out: Path, config: dict):
-    """Stage 2: everything, answer loss + auxiliary loss, object-count curriculum."""
+def train_answers(trainer, tok, args, out: Path, config: dict):
+    """Stage 2: answer loss + hop targets, object-count curriculum; the tower is frozen
+    unless ``--tune-vision``. Saves the best full-curriculum checkpoint."""
     opt = optim.AdamW(schedule(args.lr, args.steps, args.warmup), weight_decay=0.01)
-    if args.tune_vision:
-        step = make_step(trainer, opt, full_loss)
-    else:
+    if not args.tune_vision:
         trainer.model.vision_tower.freeze()
         trainer.model.multi_modal_projector.freeze()
         trainer.aux.freeze()
-        step = make_step(trainer, opt, lm_loss)
-    offset = (
-        args.vision_steps * args.vision_batch
-    )  # fresh training examples for stage 2
+    loss_fn = partial(answer_loss, lm_aux=args.lm_aux, tune=args.tune_vision)
+    step = make_step(trainer, opt, loss_fn)
+    offset = args.vision_steps * args.vision_batch + 10**7  # fresh examples for stage 2
     best = -1.0
     for s in range(args.steps):
         objects = objects_at(s, args.steps)
-        batch, _ = make_batch(
-            tok, "train", args.seed, offset + s * args.batch, args.batch, objects
-        )
+        start = offset + s * args.batch
+        batch, _ = make_batch(tok, "train", args.seed, start, args.batch, objects)
         loss = step(*batch)
         mx.eval(loss)
         if s % 25 == 0:
@@ -242,18 +150,34 @@ def train_full(trainer, tok, args, out: Path, config: dict):
     return best
 
 
+def _init(trainer, path):
+    """Start from ``path``: a stage-1 trainer file (.safetensors) or a checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        trainer.model.load_weights(str(path / "model.safetensors"), strict=False)
+    elif path.is_file():
+        trainer.load_weights(str(path), strict=False)
+    else:
+        raise ValueError(f"--init: no checkpoint or weights file at {path}")
+
+
 def train(args) -> float:
     """Train a probe model and write a loadable checkpoint to ``args.out``."""
     mx.random.seed(args.seed)
     np.random.seed(args.seed)
     config = probe_config(args.width, args.vision_layers, args.text_layers)
     trainer = Trainer(config)
+    if args.init:
+        _init(trainer, args.init)
     tok = build_tokenizer()
     out = Path(args.out)
     write_side_files(out)
     _log("start", config=config, args=vars(args))
-    train_vision(trainer, tok, args)
-    best = train_full(trainer, tok, args, out, config)
+    if args.vision_steps:
+        train_vision(trainer, tok, args)
+        # Everything, training heads included, so stage 2 can be rerun from here.
+        trainer.save_weights(str(out.with_name(out.name + "-stage1.safetensors")))
+    best = train_answers(trainer, tok, args, out, config)
     _log("done", best_val=best)
     if args.copy_to:
         shutil.copytree(out, args.copy_to, dirs_exist_ok=True)
@@ -262,23 +186,24 @@ def train(args) -> float:
 
 def configure_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/probe-model", help="checkpoint folder")
-    p.add_argument("--copy-to", default=None, help="also copy the best checkpoint here")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--vision-batch", type=int, default=32)
-    p.add_argument("--vision-lr", type=float, default=2e-3)
-    p.add_argument(
-        "--tune-vision", action="store_true", help="train the tower in stage 2 too"
-    )
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--vision-steps", type=int, default=400)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--eval-every", type=int, default=150)
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--vision-layers", type=int, default=2)
-    p.add_argument("--text-layers", type=int, default=3)
+    add = p.add_argument
+    add("--out", default="runs/probe-model", help="checkpoint folder")
+    add("--copy-to", default=None, help="also copy the best checkpoint here")
+    add("--init", default=None, help="start from a checkpoint or a stage-1 file")
+    add("--seed", type=int, default=0)
+    add("--batch", type=int, default=16)
+    add("--lr", type=float, default=1e-3)
+    add("--warmup", type=int, default=100)
+    add("--steps", type=int, default=2000, help="stage 2 (answers) steps")
+    add("--eval-every", type=int, default=150)
+    add("--lm-aux", type=float, default=0.3, help="weight of the hop targets")
+    add("--vision-steps", type=int, default=400, help="stage 1 (tower) steps; 0 skips")
+    add("--vision-batch", type=int, default=32)
+    add("--vision-lr", type=float, default=2e-3)
+    add("--tune-vision", action="store_true", help="train the tower in stage 2 too")
+    add("--width", type=int, default=128)
+    add("--vision-layers", type=int, default=2)
+    add("--text-layers", type=int, default=3)
     return p
 
 
@@ -286,14 +211,19 @@ _T0 = time.time()
 
 
 def main(argv=None):
+    """CLI entry point; ValueError on flags that cannot work."""
     args = configure_parser().parse_args(argv)
-    for name in ("batch", "steps", "vision_steps", "eval_every", "width"):
+    for name in ("batch", "steps", "eval_every", "width", "vision_batch"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.vision_steps < 0:
+        raise ValueError("--vision-steps must be at least 0")
     if args.width % 32:
         raise ValueError(
             f"--width must be a multiple of 32 (head size), got {args.width}"
         )
+    if args.text_layers < 3:
+        raise ValueError("--text-layers must be at least 3 (gather, look up, answer)")
     train(args)
 
 

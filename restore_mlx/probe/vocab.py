@@ -29,7 +29,8 @@ CHAT_TEMPLATE = (
     "{%- set ns = namespace(text='', images=0) -%}"
     "{%- for c in m['content'] -%}"
     "{%- if c['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}"
-    "{%- elif c['type'] == 'text' -%}{%- set ns.text = ns.text + c['text'] -%}{%- endif -%}"
+    "{%- elif c['type'] == 'text' -%}{%- set ns.text = ns.text + c['text'] -%}"
+    "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if ns.images > 0 and '"
     + IMAGE
@@ -60,7 +61,7 @@ def build_tokenizer() -> Tokenizer:
 
 
 def normalize(images):
-    """uint8 [B, H, W, 3] -> float32 NHWC pixels exactly as the saved image processor."""
+    """uint8 [B, H, W, 3] -> float32 NHWC pixels, as the saved image processor does."""
     import numpy as np
 
     x = np.asarray(images, dtype=np.float32) / np.float32(255.0)
