@@ -27,7 +27,7 @@ DEFAULT_METHODS = ("divprune", "pool")
 VARIANTS = ("base", "restore")
 METRICS = (
     "vision_s", "reduce_s", "setup_s", "prefill_s", "ttft_s", "decode_tps",
-    "decode_tps_ref", "peak_memory_gb", "kv_bytes",
+    "decode_tps_ref", "peak_memory_gb", "peak_extra_gb", "kv_bytes",
 )  # fmt: skip
 
 
@@ -56,9 +56,12 @@ def _kv_bytes(cache, tokens: int) -> int:
     return total
 
 
-def _fresh():
+def _fresh() -> float:
+    """Start a row: empty MLX's buffer cache, reset the peak; GB resident before it
+    (the weights and the request), so the peak above it is what the row adds."""
     mx.clear_cache()
     mx.reset_peak_memory()
+    return mx.get_active_memory() / 1e9
 
 
 def run_unpatched(s: Subject, max_tokens: int, step) -> dict:
@@ -68,7 +71,7 @@ def run_unpatched(s: Subject, max_tokens: int, step) -> dict:
 
     restore_mlx.remove(s.model)
     ids, pixels, extra = s.split()
-    _fresh()
+    resident = _fresh()
     t0 = time.perf_counter()
     mx.eval(s.model.get_input_embeddings(ids, pixels, **extra).inputs_embeds)
     vision_s = time.perf_counter() - t0
@@ -77,6 +80,7 @@ def run_unpatched(s: Subject, max_tokens: int, step) -> dict:
     return dict(
         vision_s=vision_s, reduce_s=0.0, setup_s=0.0, prefill_s=ttft - vision_s,
         ttft_s=ttft, decode_tps=tps, peak_memory_gb=mx.get_peak_memory() / 1e9,
+        peak_extra_gb=mx.get_peak_memory() / 1e9 - resident,
         kv_bytes=_kv_bytes(cache, ids.shape[1]), kept_tokens=s.visual_tokens,
         prompt_tokens=ids.shape[1],
     )  # fmt: skip
@@ -89,7 +93,7 @@ def run_restore(s: Subject, method, keep, variant, max_tokens, step) -> dict:
     from restore_mlx.integration import prepare_tokens
 
     restore_mlx.apply(s.model, method=method, keep=keep, restore=variant == "restore")
-    _fresh()
+    resident = _fresh()
     t0 = time.perf_counter()
     prep = prepare_tokens(s.model, s.sample)
     prep_s = time.perf_counter() - t0
@@ -103,6 +107,7 @@ def run_restore(s: Subject, method, keep, variant, max_tokens, step) -> dict:
         setup_s=prep_s - prep.vision_s - prep.reduce_s, prefill_s=first,
         ttft_s=prep_s + first, decode_tps=tps,
         peak_memory_gb=mx.get_peak_memory() / 1e9,
+        peak_extra_gb=mx.get_peak_memory() / 1e9 - resident,
         kv_bytes=_kv_bytes(cache, prep.prompt_tokens),
         kept_tokens=prep.visual_tokens_after, prompt_tokens=prep.prompt_tokens,
     )  # fmt: skip
@@ -133,10 +138,18 @@ def run_reference_decode(s: Subject, length: int, max_tokens: int) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
+# At keep 1.0 nothing is reduced: every method and variant runs the same path (the
+# patched model passing straight through to mlx-vlm), so it is measured once.
+SHARED_NOTE = "keep 1.0: nothing reduced; the same path for every method and variant"
+
+
 def _plan(keeps, methods):
     jobs = [("none", 1.0, "none")]
     for keep in keeps:
-        jobs += [(m, keep, v) for m in methods for v in VARIANTS]
+        if keep >= 1.0:
+            jobs.append((methods[0], keep, "restore"))
+        else:
+            jobs += [(m, keep, v) for m in methods for v in VARIANTS]
         jobs.append(("ref", keep, "ref"))
     return jobs
 
@@ -171,6 +184,8 @@ def _rows(s: Subject, samples) -> list:
         if method == "ref":
             continue
         row = dict(model=s.name, method=method, variant=variant, keep=keep)
+        if method != "none" and keep >= 1.0:
+            row["note"] = SHARED_NOTE
         row["visual_tokens"] = s.visual_tokens
         for k in ("kept_tokens", "prompt_tokens"):
             row[k] = outs[0][k]
@@ -202,8 +217,9 @@ def machine() -> dict:
 
 
 def run(
-    models, keeps, methods, repeats, max_tokens, step=2048, log=print, profile=None
-) -> dict:
+    models, keeps, methods, repeats, max_tokens, step=2048, log=print, profile=None,
+    image_size=None, profile_only=False,
+) -> dict:  # fmt: skip
     """Benchmark every model; returns the JSON document (machine, settings, rows and,
     with ``profile=(method, keep)``, a stage profile of the RESTORE path per model)."""
     from .bench_profile import profile as profile_stages
@@ -212,12 +228,14 @@ def run(
     settings = dict(
         models=list(models), keep=list(keeps), methods=list(methods),
         repeats=repeats, max_tokens=max_tokens, prefill_step_size=step,
+        image_size=image_size,
     )  # fmt: skip
     t0, rows, profiles = time.perf_counter(), [], []
     for spec in models:
-        s = load_subject(spec)
+        s = load_subject(spec, image_size)
         log(f"[{s.name}] {s.about}: {s.prompt_tokens} prompt tokens")
-        rows += bench_subject(s, keeps, methods, repeats, max_tokens, step, log)
+        if not profile_only:
+            rows += bench_subject(s, keeps, methods, repeats, max_tokens, step, log)
         if profile:
             log(f"[{s.name}] profile {profile}")
             profiles.append(profile_stages(s, *profile, repeats=repeats))
@@ -249,6 +267,7 @@ def configure_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=8, help="decoded tokens per run")
     p.add_argument("--prefill-step-size", type=int, default=2048)
+    p.add_argument("--image-size", type=int, default=None, help="built-ins: image side")
     p.add_argument(
         "--profile",
         type=_profile_spec,
@@ -256,6 +275,7 @@ def configure_parser() -> argparse.ArgumentParser:
         metavar="METHOD:KEEP",
         help="also time the RESTORE path stage by stage, e.g. divprune:0.25",
     )
+    p.add_argument("--profile-only", action="store_true", help="skip the table rows")
     p.add_argument("--json", type=Path, default=None, help="write the rows here")
     p.add_argument("--markdown", type=Path, default=None, help="write the table here")
     p.add_argument("--plot", type=Path, default=None, help="TTFT/memory PNG here")
@@ -268,7 +288,8 @@ def main(argv=None):
     args = configure_parser().parse_args(argv)
     doc = run(
         args.model, args.keep, args.methods, args.repeats, args.max_tokens,
-        args.prefill_step_size, profile=args.profile,
+        args.prefill_step_size, profile=args.profile, image_size=args.image_size,
+        profile_only=args.profile_only,
     )  # fmt: skip
     text = markdown(doc)
     print(text)

@@ -129,11 +129,11 @@ TINY_QWEN2_VL = {
 
 # name -> (config, image side in pixels, what it is)
 BUILTIN = {
-    "qwen2-vl-2b": (QWEN2_VL_2B, 448, "Qwen2-VL-2B-Instruct shape, 448 px, 256 tokens"),
+    "qwen2-vl-2b": (QWEN2_VL_2B, 448, "Qwen2-VL-2B-Instruct shape, 448 px"),
     "llava-ov-0.5b": (
         LLAVA_OV_05B,
         384,
-        "LLaVA-OneVision-0.5B shape (SigLIP + Qwen2-0.5B), one 384 px crop, 729 tokens",
+        "LLaVA-OneVision-0.5B shape (SigLIP-so400m + Qwen2-0.5B), one 384 px crop",
     ),
     "tiny-llava": (TINY_LLAVA, 64, "toy llava (smoke test only)"),
     "tiny-qwen2-vl": (TINY_QWEN2_VL, 112, "toy qwen2_vl (smoke test only)"),

@@ -125,10 +125,17 @@ def _load_real(spec: str) -> Subject:
     return Subject(spec, f"{spec} (real weights)", model, sample, n)
 
 
-def load_subject(spec: str) -> Subject:
-    """A built-in config name (random weights) or a checkpoint path / hub id."""
+def load_subject(spec: str, image_size: Optional[int] = None) -> Subject:
+    """A built-in config name (random weights) or a checkpoint path / hub id.
+
+    ``image_size`` overrides a built-in's image side (Qwen2-VL: any multiple of 28).
+    """
     if spec not in BUILTIN:
         return _load_real(spec)
     config, side, about = get_config(spec)
+    if image_size and image_size != side:
+        side, about = image_size, f"{about.split(',')[0]}, {image_size} px"
     sample, n = synthetic_sample(config, side)
-    return Subject(spec, about, build_model(config), sample, n)
+    if config["model_type"] == "llava":
+        config["vision_config"]["image_size"] = side
+    return Subject(spec, f"{about} ({n} visual tokens)", build_model(config), sample, n)

@@ -29,9 +29,11 @@ def test_one_row_per_model_method_variant_keep(doc):
     for row in rows:
         assert set(REQUIRED) <= set(row)
     keys = {(r["model"], r["method"], r["variant"], r["keep"]) for r in rows}
-    assert len(keys) == len(rows) == 2 * (1 + 2 * 2 * 2)
+    # Per model: unpatched, one shared keep-1.0 row, 2 methods x 2 variants at 0.5.
+    assert len(keys) == len(rows) == 2 * (1 + 1 + 2 * 2)
     for model in ("tiny-llava", "tiny-qwen2-vl"):
         assert (model, "none", "none", 1.0) in keys
+        assert (model, "divprune", "restore", 1.0) in keys
         for method in ("divprune", "pool"):
             for variant in ("base", "restore"):
                 assert (model, method, variant, 0.5) in keys
