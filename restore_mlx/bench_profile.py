@@ -82,8 +82,8 @@ def profile(s, method="divprune", keep=0.25, repeats=3) -> dict:
         return lambda: red(feats, method, keep=keep, restore=restore, **scores).features
 
     out = dict(model=s.name, method=method, keep=keep)
-    out["reduce_base_s"] = _median_time(reduce_with(False), repeats)
-    out["reduce_restore_s"] = _median_time(reduce_with(True), repeats)
+    out["core_reduce_base_s"] = _median_time(reduce_with(False), repeats)
+    out["core_reduce_restore_s"] = _median_time(reduce_with(True), repeats)
     stages = {}
     for variant in ("base", "restore"):
         restore_mlx.apply(model, method=method, keep=keep, restore=variant == "restore")
