@@ -151,15 +151,18 @@ def test_eval_cli_on_a_jsonl_file(tiny, tmp_path):
 
     (tmp_path / "img").mkdir()
     _write_image(tmp_path / "img" / "a.png")
+    q = "how many circles are there ?"
     rec = [
-        {"image": "img/a.png", "question": "how many circles are there ?", "answer": "1",
-         "category": c}
+        {"image": "img/a.png", "question": q, "answer": "1", "category": c}
         for c in ("count", "count", "other")
-    ]  # fmt: skip
+    ]
     (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(x) for x in rec))
     out = tmp_path / "res.json"
-    ev.main(["--model", str(tiny), "--data", str(tmp_path / "q.jsonl"), "--methods",
-             "pool", "divprune", "--keep", "0.5", "0.25", "--json", str(out), "--quiet"])  # fmt: skip
+    data = str(tmp_path / "q.jsonl")
+    flags = ["--methods", "pool", "divprune", "--keep", "0.5", "0.25"]
+    ev.main(
+        ["--model", str(tiny), "--data", data, *flags, "--json", str(out), "--quiet"]
+    )
     doc = json.loads(out.read_text())
     _check_rows(doc, ["pool", "divprune"], [0.5, 0.25], ["count", "other"])
     assert doc["meta"]["questions"] == 3 and doc["meta"]["visual_tokens"] == 144
@@ -192,8 +195,8 @@ def test_eval_on_probe_questions_reports_skips(tiny, monkeypatch):
         r["skipped"] == "fastv needs text attention" for r in skipped
     )
     assert all(r.get("skipped") is None for r in rows if r["method"] == "uniform")
-    _check_rows({"rows": [r for r in rows if r["method"] != "fastv"]}, ["uniform"], [0.25],
-                [i["family"] for i in items])  # fmt: skip
+    kept = {"rows": [r for r in rows if r["method"] != "fastv"]}
+    _check_rows(kept, ["uniform"], [0.25], [i["family"] for i in items])
 
 
 @pytest.mark.parametrize(

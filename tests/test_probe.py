@@ -139,8 +139,8 @@ def test_training_writes_a_loadable_checkpoint_and_resumes(tmp_path):
     from restore_mlx.probe import train
 
     out = tmp_path / "m"
-    tiny = ["--width", "32", "--vision-layers", "1", "--text-layers", "3", "--batch",
-            "4", "--vision-batch", "4", "--steps", "2", "--eval-every", "2", "--warmup", "1"]  # fmt: skip
+    tiny = "--width 32 --vision-layers 1 --text-layers 3 --batch 4 --vision-batch 4"
+    tiny = [*tiny.split(), *"--steps 2 --eval-every 2 --warmup 1".split()]
     train.main(["--out", str(out), "--vision-steps", "2", *tiny])
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["text_config"]["hidden_size"] == 32
