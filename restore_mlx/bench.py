@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,10 @@ METRICS = (
     "vision_s", "reduce_s", "setup_s", "prefill_s", "ttft_s", "decode_tps",
     "decode_tps_ref", "peak_memory_gb", "peak_extra_gb", "kv_bytes",
 )  # fmt: skip
+
+
+def _stderr(*parts):
+    print(*parts, file=sys.stderr, flush=True)
 
 
 def _generate(model, ids, pixels, kwargs, max_tokens, step):
@@ -151,8 +156,9 @@ def _plan(keeps, methods):
     return jobs
 
 
-def bench_subject(s: Subject, keeps, methods, repeats, max_tokens, step, log=print):
+def bench_subject(s: Subject, keeps, methods, repeats, max_tokens, step, log=None):
     """All rows of one model: medians over ``repeats`` interleaved passes."""
+    log = log or _stderr
     samples = {}
     jobs = _plan(keeps, methods)
     log(f"[{s.name}] warm-up")
@@ -174,6 +180,8 @@ def bench_subject(s: Subject, keeps, methods, repeats, max_tokens, step, log=pri
             else:
                 out = run_restore(s, method, keep, variant, max_tokens, step)
             samples.setdefault(key, []).append(out)
+            # One line per measurement, so a run cut short still leaves its data.
+            log(json.dumps({"model": s.name, "job": key, "repeat": r, **out}))
         log(f"[{s.name}] repeat {r + 1}/{repeats}: {time.perf_counter() - t_rep:.0f} s")
     return _rows(s, samples)
 
@@ -218,13 +226,15 @@ def machine() -> dict:
 
 
 def run(
-    models, keeps, methods, repeats, max_tokens, step=2048, log=print, profile=None,
+    models, keeps, methods, repeats, max_tokens, step=2048, log=None, profile=None,
     image_size=None, profile_only=False,
 ) -> dict:  # fmt: skip
     """Benchmark every model; returns the JSON document (machine, settings, rows and,
     with ``profile=(method, keep)``, a stage profile of the RESTORE path per model)."""
     from .bench_profile import profile as profile_stages
     from .bench_report import add_ratios
+
+    log = log or _stderr
 
     settings = dict(
         models=list(models), keep=list(keeps), methods=list(methods),
@@ -292,6 +302,9 @@ def main(argv=None):
         args.prefill_step_size, profile=args.profile, image_size=args.image_size,
         profile_only=args.profile_only,
     )  # fmt: skip
+    doc["settings"]["command"] = "python -m restore_mlx.bench " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
     text = markdown(doc)
     print(text)
     if args.json:

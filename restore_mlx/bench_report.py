@@ -112,6 +112,8 @@ def markdown(doc: dict) -> str:
         f"(medians), {s['max_tokens']} decoded tokens, prefill step "
         f"{s['prefill_step_size']}; wall {s.get('wall_s', '?')} s.",
     ]
+    if s.get("command"):
+        lines.append(f"Command: `{s['command']}`")
     for model in dict.fromkeys(r["model"] for r in doc["rows"]):
         rows = [r for r in doc["rows"] if r["model"] == model]
         rows.sort(
