@@ -12,8 +12,6 @@ the machine lands on every row alike. Rows report medians over the repeats.
 
 import argparse
 import json
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,15 +21,12 @@ import mlx.core as mx
 import restore_mlx
 
 from .bench_configs import DEFAULT_MODELS
+from .bench_report import add_ratios, machine, markdown, plot, rows_from_log, summarize
 from .bench_subject import Subject, load_subject
 
 DEFAULT_KEEP = (1.0, 0.75, 0.5, 0.25, 0.11)
 DEFAULT_METHODS = ("divprune", "pool")
 VARIANTS = ("base", "restore")
-METRICS = (
-    "vision_s", "reduce_s", "setup_s", "prefill_s", "ttft_s", "decode_tps",
-    "decode_tps_ref", "peak_memory_gb", "peak_extra_gb", "kv_bytes",
-)  # fmt: skip
 
 
 def _stderr(*parts):
@@ -140,11 +135,7 @@ def run_reference_decode(s: Subject, length: int, max_tokens: int) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-# At keep 1.0 nothing is reduced: every method and variant runs the same path (the
-# patched model passing straight through to mlx-vlm), so it is measured once.
-SHARED_NOTE = "keep 1.0: nothing reduced; the same path for every method and variant"
-
-
+# keep 1.0 reduces nothing: one measurement stands for every method and variant.
 def _plan(keeps, methods):
     jobs = [("none", 1.0, "none")]
     for keep in keeps:
@@ -183,46 +174,7 @@ def bench_subject(s: Subject, keeps, methods, repeats, max_tokens, step, log=Non
             # One line per measurement, so a run cut short still leaves its data.
             log(json.dumps({"model": s.name, "job": key, "repeat": r, **out}))
         log(f"[{s.name}] repeat {r + 1}/{repeats}: {time.perf_counter() - t_rep:.0f} s")
-    return _rows(s, samples)
-
-
-def _rows(s: Subject, samples) -> list:
-    refs = {k[1]: v for k, v in samples.items() if k[0] == "ref"}
-    rows = []
-    for (method, keep, variant), outs in samples.items():
-        if method == "ref":
-            continue
-        row = dict(model=s.name, method=method, variant=variant, keep=keep)
-        if method != "none" and keep >= 1.0:
-            row["note"] = SHARED_NOTE
-        row["visual_tokens"] = s.visual_tokens
-        for k in ("kept_tokens", "prompt_tokens"):
-            row[k] = outs[0][k]
-        for k in METRICS:
-            src = refs.get(keep, []) if k == "decode_tps_ref" else outs
-            key = "decode_tps" if k == "decode_tps_ref" else k
-            vals = [o[key] for o in src if key in o]
-            row[k] = statistics.median(vals) if vals else None
-        row["samples"] = {k: [o[k] for o in outs] for k in ("ttft_s", "prefill_s")}
-        rows.append(row)
-    return rows
-
-
-def machine() -> dict:
-    """Where the numbers were measured."""
-    import os
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if "model name" in ln)
-    except (OSError, StopIteration):
-        pass
-    return dict(
-        cpu=cpu, cores=os.cpu_count(), platform=platform.platform(),
-        mlx=mx.__version__, device=str(mx.default_device()),
-        preload=os.environ.get("LD_PRELOAD", ""),
-    )  # fmt: skip
+    return summarize(s.name, s.visual_tokens, samples)
 
 
 def run(
@@ -232,7 +184,6 @@ def run(
     """Benchmark every model; returns the JSON document (machine, settings, rows and,
     with ``profile=(method, keep)``, a stage profile of the RESTORE path per model)."""
     from .bench_profile import profile as profile_stages
-    from .bench_report import add_ratios
 
     log = log or _stderr
 
@@ -287,6 +238,9 @@ def configure_parser() -> argparse.ArgumentParser:
         help="also time the RESTORE path stage by stage, e.g. divprune:0.25",
     )
     p.add_argument("--profile-only", action="store_true", help="skip the table rows")
+    p.add_argument(
+        "--from-log", type=Path, default=None, help="rebuild from a run's log"
+    )
     p.add_argument("--json", type=Path, default=None, help="write the rows here")
     p.add_argument("--markdown", type=Path, default=None, help="write the table here")
     p.add_argument("--plot", type=Path, default=None, help="TTFT/memory PNG here")
@@ -294,14 +248,19 @@ def configure_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None):
-    from .bench_report import markdown, plot
-
     args = configure_parser().parse_args(argv)
-    doc = run(
-        args.model, args.keep, args.methods, args.repeats, args.max_tokens,
-        args.prefill_step_size, profile=args.profile, image_size=args.image_size,
-        profile_only=args.profile_only,
-    )  # fmt: skip
+    if args.from_log:
+        rows = add_ratios(rows_from_log(args.from_log.read_text().splitlines()))
+        settings = dict(vars(args), keep=list(args.keep), methods=list(args.methods))
+        settings = {k: v for k, v in settings.items() if not isinstance(v, Path)}
+        settings["prefill_step_size"] = args.prefill_step_size
+        doc = dict(machine=machine(), settings=settings, rows=rows)
+    else:
+        doc = run(
+            args.model, args.keep, args.methods, args.repeats, args.max_tokens,
+            args.prefill_step_size, profile=args.profile, image_size=args.image_size,
+            profile_only=args.profile_only,
+        )  # fmt: skip
     doc["settings"]["command"] = "python -m restore_mlx.bench " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )

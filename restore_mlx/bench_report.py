@@ -13,9 +13,77 @@ Targets (issue 5), each checked per reduced row of a model:
   kept tokens).
 """
 
+import json
+import platform
+import statistics
 from pathlib import Path
 
+import mlx.core as mx
+
 PREFILL_SLACK, TTFT_SLACK, DECODE_FLOOR = 1.10, 1.03, 0.97
+METRICS = (
+    "vision_s", "reduce_s", "setup_s", "prefill_s", "ttft_s", "decode_tps",
+    "decode_tps_ref", "peak_memory_gb", "peak_extra_gb", "kv_bytes",
+)  # fmt: skip
+# At keep 1.0 nothing is reduced: every method and variant runs the same path (the
+# patched model passing straight through to mlx-vlm), so it is measured once.
+SHARED_NOTE = "keep 1.0: nothing reduced; the same path for every method and variant"
+
+
+def rows_from_log(lines) -> list:
+    """Rows rebuilt from the per-measurement JSON lines a run logs (a run cut short)."""
+    per_model = {}
+    for line in lines:
+        if line.startswith("{"):
+            m = json.loads(line)
+            key = tuple(m.pop("job"))
+            per_model.setdefault(m.pop("model"), {}).setdefault(key, []).append(m)
+    rows = []
+    for name, samples in per_model.items():
+        n = samples[("none", 1.0, "none")][0]["kept_tokens"]
+        rows += summarize(name, n, samples)
+    return rows
+
+
+def summarize(name: str, visual_tokens: int, samples) -> list:
+    """One row per (method, keep, variant) of ``samples`` (lists of measurements):
+    medians, with the equal-context reference decode of the same keep."""
+    refs = {k[1]: v for k, v in samples.items() if k[0] == "ref"}
+    rows = []
+    for (method, keep, variant), outs in samples.items():
+        if method == "ref":
+            continue
+        row = dict(model=name, method=method, variant=variant, keep=keep)
+        if method != "none" and keep >= 1.0:
+            row["note"] = SHARED_NOTE
+        row["visual_tokens"] = visual_tokens
+        for k in ("kept_tokens", "prompt_tokens"):
+            row[k] = outs[0][k]
+        for k in METRICS:
+            src = refs.get(keep, []) if k == "decode_tps_ref" else outs
+            key = "decode_tps" if k == "decode_tps_ref" else k
+            vals = [o[key] for o in src if key in o]
+            row[k] = statistics.median(vals) if vals else None
+        row["samples"] = {k: [o[k] for o in outs] for k in ("ttft_s", "prefill_s")}
+        rows.append(row)
+    return rows
+
+
+def machine() -> dict:
+    """Where the numbers were measured."""
+    import os
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if "model name" in ln)
+    except (OSError, StopIteration):
+        pass
+    return dict(
+        cpu=cpu, cores=os.cpu_count(), platform=platform.platform(),
+        mlx=mx.__version__, device=str(mx.default_device()),
+        preload=os.environ.get("LD_PRELOAD", ""),
+    )  # fmt: skip
 
 
 def _div(a, b):
