@@ -4,7 +4,8 @@ Targets (issue 5), each checked per reduced row of a model:
 
 - prefill: LM prefill at kept fraction r within 10% of the unreduced prefill (the
   keep-1.0 row, measured the same way) scaled by the prompt length (text + kept tokens
-  over text + all tokens);
+  over text + all tokens), except the last prompt token's single-token forward, which
+  mlx-vlm's generate_step always runs alone (one decode step: a fixed part);
 - RESTORE adds at most 3% to TTFT over its base reducer at the same budget;
 - decode with calibration at least 97% of the same reduction without it, and not below
   unpatched mlx-vlm decoding from a cache of the same length (``decode_tps_ref``;
@@ -106,8 +107,16 @@ def add_ratios(rows: list) -> list:
         r["peak_extra_x"] = _div(r.get("peak_extra_gb"), u.get("peak_extra_gb"))
         r["kv_x"] = _div(r["kv_bytes"], u["kv_bytes"])
         f = full.get(r["model"], u)
-        share = r["prompt_tokens"] / f["prompt_tokens"]
-        r["prefill_vs_proportional"] = _div(r["prefill_s"], f["prefill_s"] * share)
+        r["prefill_vs_linear"] = _div(
+            r["prefill_s"], f["prefill_s"] * r["prompt_tokens"] / f["prompt_tokens"]
+        )
+        # generate_step prefills P - 1 tokens, then runs the last one alone: that
+        # single-token forward (one decode step) is a fixed part of every prefill.
+        step = 1.0 / f["decode_tps"] if f.get("decode_tps") else 0.0
+        share = (r["prompt_tokens"] - 1) / (f["prompt_tokens"] - 1)
+        r["prefill_vs_proportional"] = _div(
+            r["prefill_s"], step + (f["prefill_s"] - step) * share
+        )
         r["kv_per_token_x"] = _div(
             r["kv_bytes"] / r["prompt_tokens"], u["kv_bytes"] / u["prompt_tokens"]
         )
