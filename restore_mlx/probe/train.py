@@ -48,17 +48,25 @@ def schedule(lr, steps, warmup):
 def evaluate(trainer, tok, seed, per_family=48, objects=(2, MAX_OBJECTS)):
     """Validation accuracy per family (argmax over the whole vocabulary)."""
     n = per_family * len(FAMILIES)
-    hits = {f: [] for f in FAMILIES}
+    hits = {f: [] for f in (*FAMILIES, "gather", "lookup")}
     for start in range(0, n, 64):
-        (pix, ids, pos, answers, _, _), fams = make_batch(
+        (pix, ids, pos, answers, _, targets), fams = make_batch(
             tok, "val", seed, start, min(64, n - start), objects
         )
         feats = visual_features(trainer.model, pix)
-        logits, _ = answer_pass(trainer, feats, ids, pos)
+        logits, states = answer_pass(trainer, feats, ids, pos)
         pred = mx.argmax(logits[:, 0], axis=-1)
         for f, ok in zip(fams, (pred == answers[:, 0]).tolist()):
             hits[f].append(ok)
-    return {f: float(np.mean(v)) for f, v in hits.items()}
+        # The hop heads, scored where the question has the target: is a hop learned?
+        heads = trainer.lm_aux
+        for name, fs, st, k0 in (("gather", heads.gather, states[0], 0),
+                                 ("lookup", heads.lookup, states[1], len(heads.gather))):  # fmt: skip
+            for k, f in enumerate(fs):
+                t = np.asarray(targets[:, k0 + k])
+                p = np.asarray(mx.argmax(f(st), axis=-1))
+                hits[name].extend((p == t)[t > 0].tolist())
+    return {f: float(np.mean(v)) for f, v in hits.items() if v}
 
 
 def objects_at(step, steps):
@@ -135,7 +143,7 @@ def train_answers(trainer, tok, args, out: Path, config: dict):
             _log("train", step=s, loss=round(loss.item(), 4), objects=list(objects))
         if (s + 1) % args.eval_every == 0 or s == args.steps - 1:
             acc = evaluate(trainer, tok, args.seed)
-            mean = float(np.mean(list(acc.values())))
+            mean = float(np.mean([acc[f] for f in FAMILIES]))
             _log(
                 "val",
                 step=s,
@@ -145,6 +153,9 @@ def train_answers(trainer, tok, args, out: Path, config: dict):
             if mean >= best and objects[1] == MAX_OBJECTS:
                 best = mean
                 save_checkpoint(trainer.model, config, out)
+                trainer.save_weights(
+                    str(out.with_name(out.name + "-trainer.safetensors"))
+                )
                 _log("saved", step=s, mean=round(mean, 4))
     if best < 0:  # no full-curriculum evaluation happened (very short runs)
         save_checkpoint(trainer.model, config, out)
