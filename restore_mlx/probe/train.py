@@ -60,8 +60,9 @@ def evaluate(trainer, tok, seed, per_family=48, objects=(2, MAX_OBJECTS)):
             hits[f].append(ok)
         # The hop heads, scored where the question has the target: is a hop learned?
         heads = trainer.lm_aux
-        for name, fs, st, k0 in (("gather", heads.gather, states[0], 0),
-                                 ("lookup", heads.lookup, states[1], len(heads.gather))):  # fmt: skip
+        hops = (("gather", heads.gather, states[0], 0),
+                ("lookup", heads.lookup, states[1], len(heads.gather)))  # fmt: skip
+        for name, fs, st, k0 in hops:
             for k, f in enumerate(fs):
                 t = np.asarray(targets[:, k0 + k])
                 p = np.asarray(mx.argmax(f(st), axis=-1))
