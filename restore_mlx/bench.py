@@ -250,10 +250,14 @@ def configure_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = configure_parser().parse_args(argv)
     if args.from_log:
-        rows = add_ratios(rows_from_log(args.from_log.read_text().splitlines()))
+        lines = args.from_log.read_text().splitlines()
+        rows = add_ratios(rows_from_log(lines))
         settings = dict(vars(args), keep=list(args.keep), methods=list(args.methods))
         settings = {k: v for k, v in settings.items() if not isinstance(v, Path)}
         settings["prefill_step_size"] = args.prefill_step_size
+        # The timed passes' wall time, from the log's "repeat i/n: X s" lines.
+        reps = [ln.rsplit(": ", 1)[1] for ln in lines if "] repeat " in ln]
+        settings["wall_s"] = sum(float(r.split()[0]) for r in reps)
         doc = dict(machine=machine(), settings=settings, rows=rows)
     else:
         doc = run(

@@ -266,6 +266,7 @@ def plot(doc: dict, path) -> Path:
             ax.plot(
                 [none["kept_tokens"]], [none[key] * scale], "k*", ms=10, label="mlx-vlm"
             )
+            ax.set_ylim(bottom=0)  # ratios read honestly only from zero
             ax.set_xlabel("kept visual tokens")
             ax.set_ylabel(label)
             ax.set_title(model, fontsize=9)
