@@ -6,7 +6,9 @@ Targets (issue 5), each checked per reduced row of a model:
   keep-1.0 row, measured the same way) scaled by the prompt length (text + kept tokens
   over text + all tokens), except the last prompt token's single-token forward, which
   mlx-vlm's generate_step always runs alone (one decode step: a fixed part);
-- RESTORE adds at most 3% to TTFT over its base reducer at the same budget;
+- RESTORE adds at most 3% to TTFT over its base reducer at the same budget, counted
+  after the vision tower (identical code in both; its noise would swamp 3% here):
+  ``restore_overhead`` = (TTFT - vision) difference over the base TTFT;
 - decode with calibration at least 97% of the same reduction without it, and not below
   unpatched mlx-vlm decoding from a cache of the same length (``decode_tps_ref``;
   within the same 3% noise allowance);
@@ -124,6 +126,10 @@ def add_ratios(rows: list) -> list:
         b = base.get((r["model"], r["method"], r["keep"]))
         if r["variant"] == "restore" and b is not None:
             r["ttft_vs_base"] = _div(r["ttft_s"], b["ttft_s"])
+            # Both variants run the same vision code, whose run-to-run noise swamps a
+            # 3% budget on a shared CPU: the overhead is what differs after it.
+            after = r["ttft_s"] - r["vision_s"] - (b["ttft_s"] - b["vision_s"])
+            r["restore_overhead"] = _div(after, b["ttft_s"])
             r["decode_vs_base"] = _div(r["decode_tps"], b["decode_tps"])
     return rows
 
@@ -134,7 +140,7 @@ def targets(rows: list) -> list:
     res = [r for r in red if r["variant"] == "restore"]
     checks = [
         ("prefill <= 1.10 x proportional", red, "prefill_vs_proportional", PREFILL_SLACK, 1),
-        ("RESTORE TTFT <= 1.03 x base", res, "ttft_vs_base", TTFT_SLACK, 1),
+        ("RESTORE adds <= 3% to base TTFT (after vision)", res, "restore_overhead", TTFT_SLACK - 1, 1),
         ("RESTORE decode >= 0.97 x base", res, "decode_vs_base", DECODE_FLOOR, -1),
         ("decode >= 0.97 x unpatched, equal context", red, "decode_vs_ref", DECODE_FLOOR, -1),
         ("KV bytes/token = unpatched", red, "kv_per_token_x", 1.0, 0),
@@ -166,7 +172,7 @@ COLUMNS = (
     ("setup s", "setup_s", ".3f"), ("prefill s", "prefill_s", ".2f"),
     ("TTFT s", "ttft_s", ".2f"), ("TTFT x", "ttft_x", ".2f"),
     ("prefill x", "prefill_x", ".2f"), ("prefill/prop", "prefill_vs_proportional", ".2f"),
-    ("TTFT/base", "ttft_vs_base", ".3f"), ("decode tok/s", "decode_tps", ".2f"),
+    ("TTFT/base", "ttft_vs_base", ".3f"), ("+TTFT/base", "restore_overhead", "+.3f"), ("decode tok/s", "decode_tps", ".2f"),
     ("decode/base", "decode_vs_base", ".2f"), ("decode/ref", "decode_vs_ref", ".2f"),
     ("peak GB", "peak_memory_gb", ".2f"), ("+peak GB", "peak_extra_gb", ".3f"), ("KV MB", "kv_bytes", ""), ("KV x", "kv_x", ".2f"),
 )  # fmt: skip
