@@ -9,7 +9,13 @@ the plan's additive mask. With no plan it calls mlx-vlm's own ``__call__``.
 import mlx.core as mx
 
 from ..core import calibration as cal
-from .state import patch_language_model, project_qkv, unpatch_language_model
+from .state import (
+    attend,
+    language_layers,
+    patch_language_model,
+    project_qkv,
+    unpatch_language_model,
+)
 
 NAME = "llava"
 
@@ -19,17 +25,10 @@ class _Attention:
         plan = self._restore.plan
         if plan is None:
             return super().__call__(x, mask, cache)
-        from mlx_vlm.models.base import scaled_dot_product_attention
-
-        B, L, _ = x.shape
         q, k, v, _ = project_qkv(self, x)
         q, k = plan.apply_rope(self.rope, q), plan.apply_rope(self.rope, k)
-        if cache is not None:
-            k, v = cache.update_and_fetch(k, v)
         mask = plan.mask(self._restore_layer, mask)
-        plan.observe(q, k, mask, self.scale)
-        out = scaled_dot_product_attention(q, k, v, cache, scale=self.scale, mask=mask)
-        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        return attend(self, plan, q, k, v, mask, cache)
 
 
 def patch(model, state):
@@ -40,8 +39,7 @@ def patch(model, state):
 unpatch = unpatch_language_model
 
 
-def layers(model):
-    return model.language_model.model.layers
+layers = language_layers
 
 
 def rope_thetas(model):

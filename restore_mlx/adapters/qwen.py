@@ -13,7 +13,13 @@ import sys
 import mlx.core as mx
 
 from .llava import _span
-from .state import patch_language_model, project_qkv, unpatch_language_model
+from .state import (
+    attend,
+    language_layers,
+    patch_language_model,
+    project_qkv,
+    unpatch_language_model,
+)
 
 NAMES = ("qwen2_vl", "qwen2_5_vl")
 
@@ -33,8 +39,6 @@ class _Attention:
 
     def _traced(self, plan, x, mask, cache, position_ids, position_embeddings):
         # mlx-vlm's attention, step by step, to read the last query's attention weights.
-        from mlx_vlm.models.base import scaled_dot_product_attention
-
         B, L, _ = x.shape
         q, k, v, _ = project_qkv(self, x)
         if position_ids is None:
@@ -46,11 +50,7 @@ class _Attention:
             lang = sys.modules[type(self)._restore_base.__module__]
             cos, sin = position_embeddings
             q, k = lang.apply_multimodal_rotary_pos_emb(q, k, cos, sin, unqueeze_dim=1)
-        if cache is not None:
-            k, v = cache.update_and_fetch(k, v)
-        plan.observe(q, k, mask, self.scale)
-        out = scaled_dot_product_attention(q, k, v, cache, scale=self.scale, mask=mask)
-        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        return attend(self, plan, q, k, v, mask, cache)
 
 
 def patch(model, state):
@@ -61,8 +61,7 @@ def patch(model, state):
 unpatch = unpatch_language_model
 
 
-def layers(model):
-    return model.language_model.model.layers
+layers = language_layers
 
 
 def rope_thetas(model):

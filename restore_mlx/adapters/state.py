@@ -279,3 +279,21 @@ def project_qkv(attn, x: mx.array):
     k = raw.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
     v = attn.v_proj(x).reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
     return q, k, v, raw
+
+
+def attend(attn, plan, q, k, v, mask, cache) -> mx.array:
+    """The rest of an mlx-vlm attention after RoPE: cache update, trace, SDPA with the
+    plan's mask, output projection."""
+    from mlx_vlm.models.base import scaled_dot_product_attention
+
+    B, _, L, _ = q.shape
+    if cache is not None:
+        k, v = cache.update_and_fetch(k, v)
+    plan.observe(q, k, mask, attn.scale)
+    out = scaled_dot_product_attention(q, k, v, cache, scale=attn.scale, mask=mask)
+    return attn.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+def language_layers(model):
+    """The decoder layers of an mlx-vlm model's language model."""
+    return model.language_model.model.layers
