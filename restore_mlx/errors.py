@@ -54,14 +54,25 @@ def check_output(path, flag: str) -> None:
         raise InputError(f"{flag}: folder of {path} does not exist")
 
 
-def write_json_atomic(path, data) -> None:
-    """Write ``data`` as JSON to ``path`` via a temporary file and rename."""
+def write_atomic(path, write, binary: bool = False) -> Path:
+    """Write ``path`` through ``write(file)`` into a temporary sibling, then rename: a
+    failure leaves nothing behind. The file gets the permissions of a plain ``open``
+    (0666 less the umask), not ``mkstemp``'s private 0600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_json_atomic(path, data) -> None:
+    """Write ``data`` as JSON to ``path`` atomically."""
+    write_atomic(path, lambda f: json.dump(data, f, indent=2))

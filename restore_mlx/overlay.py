@@ -7,11 +7,11 @@ different groups. Pure functions of the image and the reduction's bookkeeping.
 
 import colorsys
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .errors import write_atomic
 
 KEPT_COLOR = (0, 255, 0)
 BORDER_COLOR = (255, 255, 255)
@@ -118,12 +118,4 @@ def save_overlay(path, image, assignment, merged, grid, **kwargs) -> Path:
     """Render and write the overlay PNG to ``path`` atomically (no partial file)."""
     path = Path(path)
     picture = render_overlay(image, assignment, merged, grid, **kwargs)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            picture.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: picture.save(f, format="PNG"), binary=True)
