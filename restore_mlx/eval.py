@@ -28,25 +28,6 @@ from .presets import VARIANTS
 DEFAULT_KEEPS = (0.75, 0.5, 0.25, 0.11)
 
 
-def _sample(model, processor, prompt, image):
-    """Processor output for one prompt, tokenized as mlx-vlm's generate does."""
-    from mlx_vlm.utils import prepare_inputs, should_add_special_tokens
-
-    from .adapters.processors import fix_processor
-
-    fix_processor(processor)
-    inputs = prepare_inputs(
-        processor,
-        images=[image],
-        prompts=prompt,
-        image_token_index=getattr(model.config, "image_token_index", None),
-        add_special_tokens=should_add_special_tokens(
-            model.config.model_type, processor
-        ),
-    )
-    return {k: v for k, v in inputs.items() if k != "attention_mask" and v is not None}
-
-
 def _predict(model, processor, prepared, trace, item, prompt, max_tokens):
     """The predicted answer text and whether the token limit cut it."""
     import mlx.core as mx
@@ -90,7 +71,7 @@ def evaluate(model, processor, items, methods, keeps, variants=tuple(VARIANTS), 
     from mlx_vlm.prompt_utils import apply_chat_template
 
     from .config import RestoreConfig
-    from .integration import apply, inspect_prefill, prepare_tokens
+    from .integration import apply, inspect_prefill, prepare_tokens, tokenize_prompt
 
     apply(model, method=methods[0], keep=1.0)
     configs = [(m, v, k) for m in methods for v in variants for k in keeps]
@@ -99,7 +80,7 @@ def evaluate(model, processor, items, methods, keeps, variants=tuple(VARIANTS), 
         prompt = apply_chat_template(
             processor, model.config, item["question"], num_images=1
         )
-        sample = _sample(model, processor, prompt, item["image"])
+        sample = tokenize_prompt(model, processor, prompt, [item["image"]])
         full_prep = prepare_tokens(
             model, sample, config=RestoreConfig(method=methods[0], keep=1.0)
         )

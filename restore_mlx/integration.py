@@ -32,6 +32,7 @@ __all__ = [
     "remove",
     "prepare_inputs",
     "prepare_tokens",
+    "tokenize_prompt",
     "inspect_prefill",
 ]
 
@@ -124,6 +125,14 @@ def prepare_inputs(model, processor, prompt, images, *, config=None) -> Prepared
     its visual tokens and arm the model for it. Only batch 1 (one prompt, at most one
     image) is supported, as in mlx-vlm's own generate. ``config`` overrides the applied
     recipe for this request only."""
+    return prepare_tokens(
+        model, tokenize_prompt(model, processor, prompt, images), config=config
+    )
+
+
+def tokenize_prompt(model, processor, prompt, images) -> dict:
+    """Processor output for ``prompt`` and ``images``, tokenized exactly as
+    ``mlx_vlm.stream_generate`` would tokenize them (the input of ``prepare_tokens``)."""
     from mlx_vlm.utils import prepare_inputs as vlm_prepare
     from mlx_vlm.utils import should_add_special_tokens
 
@@ -132,7 +141,6 @@ def prepare_inputs(model, processor, prompt, images, *, config=None) -> Prepared
     fix_processor(processor)  # llava's processor fails under transformers 5 otherwise
     if images is None or isinstance(images, (str, bytes)) or hasattr(images, "size"):
         images = [] if images is None else [images]
-    # Tokenized exactly as mlx_vlm.stream_generate would tokenize the same prompt.
     inputs = vlm_prepare(
         processor,
         images=list(images) or None,
@@ -142,10 +150,7 @@ def prepare_inputs(model, processor, prompt, images, *, config=None) -> Prepared
             model.config.model_type, processor
         ),
     )
-    sample = {
-        k: v for k, v in inputs.items() if k != "attention_mask" and v is not None
-    }
-    return prepare_tokens(model, sample, config=config)
+    return {k: v for k, v in inputs.items() if k != "attention_mask" and v is not None}
 
 
 def prepare_tokens(model, sample, *, config=None) -> PreparedPrompt:
@@ -225,11 +230,12 @@ def _prompt(model, adapter, cfg, lay, red, start) -> Prompt:
     slots = mx.arange(start, start + M)
     sizes_on = cfg.restore and cfg.size_bias
     dist_on = cfg.restore and cfg.distance_bias
-    masks = sizes = None
+    masks = sizes = first = true = None
     if sizes_on:
         true = cal.log_sizes(cal.key_sizes(P, slots, red.sizes[0]))
-        first = cal.log_sizes(cal.key_sizes(P, slots, red.sizes[0], uniform=True))
-        first = first if cfg.uniform_first_layer else true
+        first = true
+        if cfg.uniform_first_layer:
+            first = cal.log_sizes(cal.key_sizes(P, slots, red.sizes[0], uniform=True))
         sizes = (first.astype(dtype), true.astype(dtype))
     if sizes_on or dist_on:
         dist = None
@@ -237,8 +243,12 @@ def _prompt(model, adapter, cfg, lay, red, start) -> Prompt:
             thetas, section = adapter.rope_thetas(model)
             pos = lay["bias_positions"]
             dist = cal.distance_bias(pos, pos, cal.table_for(thetas, pos, section))
-        s = (first, true) if sizes_on else (None, None)
-        masks = tuple(cal.prefill_mask(b, dist, length=P, dtype=dtype) for b in s)
+        later = cal.prefill_mask(true, dist, length=P, dtype=dtype)
+        # Layer 0 differs only when it has its own (uniform) sizes: share otherwise.
+        layer0 = later
+        if first is not true:
+            layer0 = cal.prefill_mask(first, dist, length=P, dtype=dtype)
+        masks = (layer0, later)
         mx.eval(masks)
     return Prompt(
         ids=lay["ids"], rope=lay["rope"], shift=lay["shift"], masks=masks, sizes=sizes,
