@@ -27,6 +27,8 @@ from .generate import generate, stream_generate  # noqa: E402
 _LAZY = {
     "apply": "restore_mlx.integration",
     "remove": "restore_mlx.integration",
+    "is_applied": "restore_mlx.integration",
+    "encode_image": "restore_mlx.integration",
     "prepare_inputs": "restore_mlx.integration",
     "inspect_prefill": "restore_mlx.integration",
     "PRESETS": "restore_mlx.presets",

@@ -33,8 +33,9 @@ def _as_list(image) -> list:
 
 
 def _reduces(model, images) -> bool:
-    # ``restore_mlx.apply`` hangs its state on the model; ``remove`` takes it off.
-    return bool(images) and getattr(model, "_restore_state", None) is not None
+    from .integration import is_applied
+
+    return bool(images) and is_applied(model)
 
 
 def reduced_call(model, processor, prompt, images, kwargs):

@@ -7,6 +7,9 @@ the reduced prompt (text + M image tokens) is what mlx-vlm prefills and caches: 
 ``prepared.input_ids`` and ``**prepared.generate_kwargs`` to ``mlx_vlm.stream_generate``.
 The model keeps the request's positions and biases in its ``RestoreState``; every new
 ``prepare_inputs`` replaces them.
+
+Several requests about one image (a multi-turn chat) can share one pass of the tower:
+``encode_image`` once, then ``prepare_inputs(..., encoded=...)`` on every turn.
 """
 
 import time
@@ -30,11 +33,37 @@ __all__ = [
     "SUPPORTED",
     "apply",
     "remove",
+    "is_applied",
+    "encode_image",
+    "cached_image_kwargs",
     "prepare_inputs",
     "prepare_tokens",
     "tokenize_prompt",
     "inspect_prefill",
 ]
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedImage:
+    """One image through the vision tower (``encode_image``), reusable by every request
+    whose prompt holds the same image: pass it as ``encoded=`` to ``prepare_inputs`` or
+    ``prepare_tokens``, which then skip the tower.
+
+    ``features`` [1, N, D] the visual tokens as the language model receives them;
+    ``grid`` their (h, w) layout, or None; ``cls`` [1, N] [CLS] attention, computed
+    only for a method that reads it (``cls_for`` names it), else None; ``vision_s``
+    the tower's wall time.
+    """
+
+    features: mx.array
+    grid: Optional[tuple]
+    cls: Optional[mx.array]
+    vision_s: float
+    cls_for: Optional[str] = None
+
+    @property
+    def tokens(self) -> int:
+        return self.features.shape[1]
 
 
 @dataclass
@@ -48,7 +77,7 @@ class PreparedPrompt:
     visual_tokens_before: int
     visual_tokens_after: int
     prompt_tokens: int
-    vision_s: float = 0.0
+    vision_s: float = 0.0  # the tower in this call: 0.0 with a reused ``encoded``
     reduce_s: float = 0.0
     prompt: Optional[Prompt] = field(default=None, repr=False)
 
@@ -105,29 +134,88 @@ def apply(model, preset=None, *, config=None, **overrides):
 
 def remove(model):
     """Undo ``apply``: original classes, no state. A no-op on an unpatched model."""
-    if getattr(model, "_restore_state", None) is not None:
+    if is_applied(model):
         adapter_for(model).unpatch(model)
         del model.__dict__["_restore_state"]
     return model
 
 
+def is_applied(model) -> bool:
+    """Whether ``apply`` has patched ``model`` (and no ``remove`` has undone it)."""
+    return getattr(model, "_restore_state", None) is not None
+
+
 def _state(model) -> RestoreState:
-    state = getattr(model, "_restore_state", None)
-    if state is None:
+    if not is_applied(model):
         raise ValueError(
             "the model is not patched: call restore_mlx.apply(model) first"
         )
-    return state
+    return model._restore_state
 
 
-def prepare_inputs(model, processor, prompt, images, *, config=None) -> PreparedPrompt:
+def _needs_cls(cfg) -> bool:
+    return "cls_attention" in score_names(REDUCERS[cfg.method])
+
+
+def encode_image(model, sample, *, config=None) -> EncodedImage:
+    """Run the vision tower once on the image of ``sample`` (processor output, as for
+    ``prepare_tokens``) and keep the result for ``encoded=``.
+
+    [CLS] attention is computed when the method of ``config`` reads it; without
+    ``config``, the applied recipe's method, and on an unpatched model the default
+    recipe's (``RestoreConfig()``). Works on a patched or an unpatched model.
+    """
+    adapter = adapter_for(model)
+    cfg = config or (model._restore_state.config if is_applied(model) else None)
+    cfg = cfg or RestoreConfig()
+    pixels = sample.get("pixel_values")
+    if pixels is None:
+        raise ValueError("the sample has no pixel_values: there is no image to encode")
+    cls_for = cfg.method if _needs_cls(cfg) else None
+    t0 = time.perf_counter()
+    features, grid, cls = adapter.encode(model, pixels, sample, cls_for)
+    mx.eval([a for a in (features, cls) if a is not None])
+    return EncodedImage(features, grid, cls, time.perf_counter() - t0, cls_for)
+
+
+def cached_image_kwargs(model, encoded: EncodedImage) -> dict:
+    """Keywords that hand ``encoded`` to mlx-vlm itself (its ``cached_image_features``),
+    so that an unpatched model's ``generate_step``/``stream_generate`` skips the tower
+    too. The prompt must still pass the image's ``pixel_values``."""
+    features = adapter_for(model).cached_image_features(encoded.features)
+    return {"cached_image_features": features}
+
+
+def _check_fits(model, adapter, encoded, n, cfg):
+    """ValueError unless ``encoded`` can stand in for this prompt's image."""
+    if encoded.tokens != n:
+        raise ValueError(
+            f"{n} image tokens in the prompt but {encoded.tokens} encoded features "
+            "(another image, resolution or model?)"
+        )
+    width = adapter.layers(model)[0].input_layernorm.weight.shape[0]
+    if encoded.features.shape[-1] != width:
+        raise ValueError(
+            f"encoded features are {encoded.features.shape[-1]} wide but this "
+            f"language model takes {width}: encoded by another model?"
+        )
+    if _needs_cls(cfg) and encoded.cls is None:
+        raise ValueError(
+            f"method {cfg.method!r} reads [CLS] attention, which this encoding lacks: "
+            f"encode_image(model, sample, config=...) with method {cfg.method!r}"
+        )
+
+
+def prepare_inputs(
+    model, processor, prompt, images, *, config=None, encoded=None
+) -> PreparedPrompt:
     """Process a chat-formatted ``prompt`` with ``images`` (paths or PIL images), reduce
     its visual tokens and arm the model for it. Only batch 1 (one prompt, at most one
     image) is supported, as in mlx-vlm's own generate. ``config`` overrides the applied
-    recipe for this request only."""
-    return prepare_tokens(
-        model, tokenize_prompt(model, processor, prompt, images), config=config
-    )
+    recipe for this request only; ``encoded`` (from ``encode_image``) reuses an earlier
+    pass of the vision tower over the same image."""
+    sample = tokenize_prompt(model, processor, prompt, images)
+    return prepare_tokens(model, sample, config=config, encoded=encoded)
 
 
 def tokenize_prompt(model, processor, prompt, images) -> dict:
@@ -153,9 +241,11 @@ def tokenize_prompt(model, processor, prompt, images) -> dict:
     return {k: v for k, v in inputs.items() if k != "attention_mask" and v is not None}
 
 
-def prepare_tokens(model, sample, *, config=None) -> PreparedPrompt:
+def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPrompt:
     """``prepare_inputs`` from processor output ``sample`` (``input_ids`` [1, T],
-    ``pixel_values`` and model extras such as ``image_grid_thw``)."""
+    ``pixel_values`` and model extras such as ``image_grid_thw``). With ``encoded``
+    (``encode_image`` of the same image) the vision tower does not run; ValueError
+    when it does not fit the prompt or lacks the [CLS] attention the method reads."""
     state, adapter = _state(model), adapter_for(model)
     cfg = config or state.config
     ids = sample["input_ids"]
@@ -166,21 +256,20 @@ def prepare_tokens(model, sample, *, config=None) -> PreparedPrompt:
     pixels = sample.get("pixel_values")
     span = adapter.image_span(model, ids) if pixels is not None else None
     if span is None:
-        return _unreduced(state, sample, None, 0, 0.0)
+        if encoded is not None:
+            raise ValueError("an encoded image was given but the prompt has no image")
+        return _unreduced(state, adapter, sample, None, 0, 0.0)
     start, n = span
-    need = score_names(REDUCERS[cfg.method])
-    t0 = time.perf_counter()
-    cls_for = cfg.method if "cls_attention" in need else None
-    features, grid, cls = adapter.encode(model, pixels, sample, cls_for)
-    mx.eval([a for a in (features, cls) if a is not None])
-    vision_s = time.perf_counter() - t0
-    if features.shape[1] != n:
-        raise ValueError(
-            f"{n} image tokens in the prompt but {features.shape[1]} features"
-        )
+    vision_s = 0.0
+    if encoded is None:
+        encoded = encode_image(model, sample, config=cfg)
+        vision_s = encoded.vision_s
+    _check_fits(model, adapter, encoded, n, cfg)
+    features, grid, cls = encoded.features, encoded.grid, encoded.cls
     m = resolve_budget(n, keep=cfg.keep, tokens=cfg.tokens)
     if m == n:
-        return _unreduced(state, sample, (start, features), n, vision_s)
+        return _unreduced(state, adapter, sample, (start, features), n, vision_s)
+    need = score_names(REDUCERS[cfg.method])
     t1 = time.perf_counter()
     scores = method_scores(
         model, adapter, sample, cfg, need, features, start, grid, cls
@@ -204,7 +293,7 @@ def prepare_tokens(model, sample, *, config=None) -> PreparedPrompt:
     )  # fmt: skip
 
 
-def _unreduced(state, sample, image, n, vision_s) -> PreparedPrompt:
+def _unreduced(state, adapter, sample, image, n, vision_s) -> PreparedPrompt:
     """A prompt that runs as mlx-vlm runs it (no image, or a budget that keeps all)."""
     ids = sample["input_ids"]
     kwargs = {k: v for k, v in sample.items() if k != "input_ids"}
@@ -212,9 +301,7 @@ def _unreduced(state, sample, image, n, vision_s) -> PreparedPrompt:
     if image is not None:
         start, features = image
         # Reuse the tower's output: the prefill merges it instead of re-encoding.
-        kwargs["cached_image_features"] = (
-            features if "image_grid_thw" not in kwargs else features[0]
-        )
+        kwargs["cached_image_features"] = adapter.cached_image_features(features)
         visual[start : start + n] = True
     prompt = Prompt(ids=ids, visual=visual)
     state.set_prompt(prompt)

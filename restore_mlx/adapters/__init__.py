@@ -1,7 +1,8 @@
 """Per-architecture adapters: the only code that knows mlx-vlm's internals.
 
 Each adapter module exposes the same functions: ``patch``/``unpatch`` (class swaps),
-``encode`` (visual tokens, grid, [CLS] attention), ``image_span``, ``full_positions``,
+``encode`` (visual tokens, grid, [CLS] attention), ``cached_image_features`` (them in
+the form mlx-vlm's own merge takes), ``image_span``, ``full_positions``,
 ``layout`` (the reduced prompt and its generate kwargs), ``rope_thetas`` and, for
 in-LLM scoring, ``layers``/``run_layer``/``queries_keys``. Tested against mlx-vlm 0.7.10.
 """

@@ -109,6 +109,12 @@ def _cls_attention(vision, hidden, layer, strategy, method):
     return probs.mean(axis=1)[:, 0, 1:]
 
 
+def cached_image_features(features):
+    """``features`` [1, N, D] in the form mlx-vlm's llava merge takes them as
+    ``cached_image_features`` (as they are: batch axis included)."""
+    return features
+
+
 def full_positions(model, input_ids, extra):
     """Unreduced RoPE positions [T] (llava: 0..T-1)."""
     return mx.arange(input_ids.shape[1], dtype=mx.int32)
@@ -130,7 +136,10 @@ def layout(model, sample, features, kept, start, n, positions_on):
         shift = cal.decode_shift(n, M)
     else:
         rope, shift = None, 0
-    kwargs = {"pixel_values": sample["pixel_values"], "cached_image_features": features}
+    kwargs = {
+        "pixel_values": sample["pixel_values"],
+        "cached_image_features": cached_image_features(features),
+    }
     bias_positions = (
         rope if rope is not None else mx.arange(reduced.shape[1], dtype=mx.int32)
     )

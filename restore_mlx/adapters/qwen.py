@@ -100,6 +100,12 @@ def encode(model, pixel_values, extra, need_cls=None):
     return features[None], grid, None
 
 
+def cached_image_features(features):
+    """``features`` [1, N, D] in the form mlx-vlm's Qwen merge takes them as
+    ``cached_image_features``: [N, D], the tower's own output has no batch axis."""
+    return features[0]
+
+
 def full_positions(model, input_ids, extra):
     """Unreduced (t, h, w) positions [3, T] from mlx-vlm's own ``get_rope_index``."""
     positions, _ = model.language_model.get_rope_index(
@@ -127,7 +133,7 @@ def layout(model, sample, features, kept, start, n, positions_on):
         delta = 0
     kwargs = {
         "pixel_values": sample["pixel_values"],
-        "cached_image_features": features[0],
+        "cached_image_features": cached_image_features(features),
         "position_ids": positions[:, None, :],
         "rope_deltas": mx.array([[delta]]),
     }

@@ -44,7 +44,7 @@ def llm_scores(model, adapter, sample, features, start):
     the reduced prompt through every layer, so the cache stays uniform."""
     ids, n = sample["input_ids"], features.shape[1]
     kwargs = {k: v for k, v in sample.items() if k not in ("input_ids", "pixel_values")}
-    cached = features if "image_grid_thw" not in kwargs else features[0]
+    cached = adapter.cached_image_features(features)
     embeds = model.get_input_embeddings(
         ids, sample["pixel_values"], cached_image_features=cached, **kwargs
     ).inputs_embeds
