@@ -14,6 +14,14 @@ Targets (issue 5), each checked per reduced row of a model:
   within the same 3% noise allowance);
 - KV-cache bytes per prompt token equal to unpatched mlx-vlm's (proportional to text +
   kept tokens).
+
+The base and RESTORE rows of one (method, keep), and the reference decode of that keep,
+run back to back within every repeat, so the comparisons between them are paired:
+``ttft_vs_base``, ``restore_overhead``, ``decode_vs_base`` and ``decode_vs_ref`` are the
+median over repeats of the ratio within each repeat (repeat r against repeat r), not a
+ratio of medians: drift of a shared machine between repeats hits both sides of a pair
+alike and cancels. Each row keeps its per-repeat values in ``samples``. The other
+columns are medians over repeats; ``*_x`` divide them by the unpatched row's.
 """
 
 import json
@@ -28,6 +36,8 @@ METRICS = (
     "vision_s", "reduce_s", "setup_s", "prefill_s", "ttft_s", "decode_tps",
     "decode_tps_ref", "peak_memory_gb", "peak_extra_gb", "kv_bytes",
 )  # fmt: skip
+# Per-repeat values a row keeps (``samples``), for the paired ratios.
+SAMPLED = ("vision_s", "prefill_s", "ttft_s", "decode_tps")
 # At keep 1.0 nothing is reduced: every method and variant runs the same path (the
 # patched model passing straight through to mlx-vlm), so it is measured once.
 SHARED_NOTE = "keep 1.0: nothing reduced; the same path for every method and variant"
@@ -67,9 +77,58 @@ def summarize(name: str, visual_tokens: int, samples) -> list:
             key = "decode_tps" if k == "decode_tps_ref" else k
             vals = [o[key] for o in src if key in o]
             row[k] = statistics.median(vals) if vals else None
-        row["samples"] = {k: [o[k] for o in outs] for k in ("ttft_s", "prefill_s")}
+        row["samples"] = _per_repeat(outs, refs.get(keep, []))
         rows.append(row)
     return rows
+
+
+def _repeat_of(i, out):
+    # Runs log their repeat; a hand-built list is in repeat order.
+    return out.get("repeat", i)
+
+
+def _per_repeat(outs, refs) -> dict:
+    """A row's measurements as lists in repeat order (``repeat`` names them), with
+    the reference decode of the same repeat (None where it has none)."""
+    ref = {_repeat_of(i, o): o.get("decode_tps") for i, o in enumerate(refs)}
+    repeats = [_repeat_of(i, o) for i, o in enumerate(outs)]
+    samples = {"repeat": repeats}
+    samples.update({k: [o.get(k) for o in outs] for k in SAMPLED})
+    samples["decode_tps_ref"] = [ref.get(r) for r in repeats]
+    return samples
+
+
+def _by_repeat(row) -> dict:
+    """{repeat: {metric: value}} from a row's ``samples``."""
+    s = row["samples"]
+    keys = [k for k in s if k != "repeat"]
+    return {r: {k: s[k][i] for k in keys} for i, r in enumerate(s["repeat"])}
+
+
+def _paired(row, other, fn):
+    """Median over the repeats both rows measured of ``fn(row's, other's)`` values
+    of that repeat (None when no repeat pairs or ``fn`` gives None for all)."""
+    mine, theirs = _by_repeat(row), _by_repeat(other)
+    vals = [fn(mine[r], theirs[r]) for r in mine if r in theirs]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _ratio(key):
+    return lambda a, b: _div(a[key], b[key])
+
+
+def _vs_ref(a, _):
+    return _div(a["decode_tps"], a["decode_tps_ref"])
+
+
+def _after_vision(a, b):
+    """RESTORE's TTFT overhead in one repeat: what differs after the tower, over the
+    base TTFT."""
+    if None in (a["ttft_s"], a["vision_s"], b["ttft_s"], b["vision_s"]):
+        return None
+    after = a["ttft_s"] - a["vision_s"] - (b["ttft_s"] - b["vision_s"])
+    return _div(after, b["ttft_s"])
 
 
 def machine() -> dict:
@@ -122,15 +181,15 @@ def add_ratios(rows: list) -> list:
         r["kv_per_token_x"] = _div(
             r["kv_bytes"] / r["prompt_tokens"], u["kv_bytes"] / u["prompt_tokens"]
         )
-        r["decode_vs_ref"] = _div(r["decode_tps"], r.get("decode_tps_ref"))
+        # The reference decode of this keep ran in the same repeat as this row.
+        r["decode_vs_ref"] = _paired(r, r, _vs_ref)
         b = base.get((r["model"], r["method"], r["keep"]))
         if r["variant"] == "restore" and b is not None:
-            r["ttft_vs_base"] = _div(r["ttft_s"], b["ttft_s"])
+            r["ttft_vs_base"] = _paired(r, b, _ratio("ttft_s"))
             # Both variants run the same vision code, whose run-to-run noise swamps a
             # 3% budget on a shared CPU: the overhead is what differs after it.
-            after = r["ttft_s"] - r["vision_s"] - (b["ttft_s"] - b["vision_s"])
-            r["restore_overhead"] = _div(after, b["ttft_s"])
-            r["decode_vs_base"] = _div(r["decode_tps"], b["decode_tps"])
+            r["restore_overhead"] = _paired(r, b, _after_vision)
+            r["decode_vs_base"] = _paired(r, b, _ratio("decode_tps"))
     return rows
 
 
@@ -192,9 +251,19 @@ def markdown(doc: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, mlx {m['mlx']} ({m['device']}), "
         f"LD_PRELOAD={m['preload'] or 'none'}.",
         f"Settings: keep {s['keep']}, methods {s['methods']}, {s['repeats']} repeats "
-        f"(medians), {s['max_tokens']} decoded tokens, prefill step "
+        "(medians; RESTORE vs base and decode vs ref: medians of per-repeat paired "
+        f"ratios), {s['max_tokens']} decoded tokens, prefill step "
         f"{s['prefill_step_size']}; wall {s.get('wall_s', '?')} s.",
     ]
+    if s.get("reuse_vision"):
+        lines.append(
+            "Vision (--reuse-vision): each model's image was encoded once and reused "
+            "by every row (restore_mlx.encode_image; mlx-vlm's own "
+            "cached_image_features for the unpatched row). The tower was timed "
+            "separately, once per repeat, one call shared by every row of that "
+            "repeat: vision s is that time, and TTFT = vision s + reduction, setup "
+            "and LM prefill to the first token. Peak memory excludes the tower."
+        )
     if s.get("command"):
         lines.append(f"Command: `{s['command']}`")
     for model in dict.fromkeys(r["model"] for r in doc["rows"]):
