@@ -1,5 +1,5 @@
-"""One pass of the vision tower reused by later requests: ``encode_image``, ``encoded=``,
-``cached_image_kwargs``; and ``is_applied``."""
+"""One pass of the vision tower reused by later requests (``encode_image``,
+``encoded=``, ``cached_image_kwargs``), and ``is_applied``."""
 
 import mlx.core as mx
 import pytest
