@@ -71,7 +71,13 @@ def evaluate(model, processor, items, methods, keeps, variants=tuple(VARIANTS), 
     from mlx_vlm.prompt_utils import apply_chat_template
 
     from .config import RestoreConfig
-    from .integration import apply, inspect_prefill, prepare_tokens, tokenize_prompt
+    from .integration import (
+        apply,
+        encode_image,
+        inspect_prefill,
+        prepare_tokens,
+        tokenize_prompt,
+    )
 
     apply(model, method=methods[0], keep=1.0)
     configs = [(m, v, k) for m in methods for v in variants for k in keeps]
@@ -81,8 +87,11 @@ def evaluate(model, processor, items, methods, keeps, variants=tuple(VARIANTS), 
             processor, model.config, item["question"], num_images=1
         )
         sample = tokenize_prompt(model, processor, prompt, [item["image"]])
+        # One tower pass per question (and per [CLS] need), not one per configuration.
+        encodings = _Encodings(model, sample, encode_image)
+        full_cfg = RestoreConfig(method=methods[0], keep=1.0)
         full_prep = prepare_tokens(
-            model, sample, config=RestoreConfig(method=methods[0], keep=1.0)
+            model, sample, config=full_cfg, encoded=encodings.get(full_cfg)
         )
         full = inspect_prefill(model, full_prep)
         pred, cut = _predict(
@@ -110,7 +119,9 @@ def evaluate(model, processor, items, methods, keeps, variants=tuple(VARIANTS), 
                 continue
             try:
                 cfg = RestoreConfig(method=m, keep=k, **VARIANTS[v])
-                prep = prepare_tokens(model, sample, config=cfg)
+                prep = prepare_tokens(
+                    model, sample, config=cfg, encoded=encodings.get(cfg)
+                )
                 trace = inspect_prefill(model, prep)
             except ValueError as e:  # e.g. a score this model cannot provide
                 skipped[(m, v, k)] = str(e)
@@ -123,6 +134,24 @@ def evaluate(model, processor, items, methods, keeps, variants=tuple(VARIANTS), 
         bar.step()
     bar.done()
     return records
+
+
+class _Encodings:
+    """The image of one question encoded lazily, once per [CLS] need: methods that
+    read the tower's [CLS] attention get it computed for them, all others share one."""
+
+    def __init__(self, model, sample, encode):
+        self.model, self.sample, self.encode, self.cache = model, sample, encode, {}
+
+    def get(self, cfg):
+        from .adapters.scores import score_names
+        from .core.api import REDUCERS
+
+        reads_cls = "cls_attention" in score_names(REDUCERS[cfg.method])
+        key = cfg.method if reads_cls else None
+        if key not in self.cache:
+            self.cache[key] = self.encode(self.model, self.sample, config=cfg)
+        return self.cache[key]
 
 
 class _Progress:

@@ -180,10 +180,10 @@ def test_eval_on_probe_questions_reports_skips(tiny, monkeypatch):
 
     real = integration.prepare_tokens
 
-    def fake(model, sample, *, config=None):
+    def fake(model, sample, *, config=None, encoded=None):
         if config is not None and config.method == "fastv" and config.keep < 1:
             raise ValueError("fastv needs text attention")
-        return real(model, sample, config=config)
+        return real(model, sample, config=config, encoded=encoded)
 
     monkeypatch.setattr(integration, "prepare_tokens", fake)
     model, proc = load(str(tiny))
