@@ -29,8 +29,8 @@ def test_examples_are_reproducible_and_splits_differ():
 def test_scene_invariants():
     for e in make_set("val", 0, 30):
         cells = {(o.row, o.col) for o in e.objects}
-        kinds = {(o.color, o.shape) for o in e.objects}
-        assert len(cells) == len(kinds) == len(e.objects)
+        colors = {o.color for o in e.objects}
+        assert len(cells) == len(colors) == len(e.objects)  # a colour names one object
         assert 2 <= len(e.objects) <= MAX_OBJECTS
         assert all(0 <= r < GRID and 0 <= c < GRID for r, c in cells)
         assert (
@@ -38,40 +38,40 @@ def test_scene_invariants():
         )
 
 
-def _where(words):
-    return int(words[words.index("row") + 1]) - 1, int(
-        words[words.index("column") + 1]
-    ) - 1
+def test_cells_are_named_spreadsheet_style():
+    from restore_mlx.probe.scenes import cell_name
+
+    assert [cell_name(0, 0), cell_name(0, 3), cell_name(3, 0), cell_name(2, 1)] == [
+        "a1",
+        "d1",
+        "a4",
+        "b3",
+    ]
 
 
-def _named(objects, color, shape):
-    return next(o for o in objects if o.color == color and o.shape == shape)
+def _colored(objects, color):
+    (o,) = [o for o in objects if o.color == color]
+    return o
 
 
 def test_answers_follow_from_the_objects():
+    seen = set()
     for e in make_set("test", 1, 40):
         w = e.question.split()
         objs = e.objects
+        seen.add(w[0])
         if e.family == "attribute":
-            obj = next(o for o in objs if (o.row, o.col) == _where(w))
+            (obj,) = [o for o in objs if o.cell == w[-1]]
             assert e.answer == (obj.color if w[1] == "color" else obj.shape)
         elif e.family == "location":
-            obj = _named(objs, w[4], w[5])
-            assert e.answer == str((obj.row if w[1] == "row" else obj.col) + 1)
+            assert e.answer == _colored(objs, w[-1]).cell
         elif e.family == "count":
-            if w[3] == "objects":
-                n = sum(o.color == w[2] for o in objs)
-            else:
-                n = sum(
-                    o.shape + ("es" if o.shape == "cross" else "s") == w[2]
-                    for o in objs
-                )
+            n = sum(o.shape + ("es" if o.shape == "cross" else "s") == w[-1] for o in objs)
             assert e.answer == str(n)
         else:
-            a = _named(objs, w[2], w[3])
-            rel = w[4]
-            b = _named(objs, *w[-3:-1])
-            assert e.answer == ("yes" if holds(a, rel, b) else "no")
+            a, b = _colored(objs, w[1]), _colored(objs, w[-1])
+            assert e.answer == ("yes" if holds(a, w[2], b) else "no")
+    assert seen == {"what", "where", "how", "is"}
 
 
 def test_relation_answers_are_balanced():
@@ -105,6 +105,9 @@ def test_every_question_and_answer_is_in_vocabulary():
         assert unk not in tok.encode(IMAGE + e.question).ids
         assert tok.token_to_id(e.answer) is not None
     assert tok.encode(IMAGE * 3 + "how many").tokens == [IMAGE] * 3 + ["how", "many"]
+    # What a user types: capitals and a question mark change nothing.
+    typed = tok.encode(IMAGE + "What color is at B3?").ids
+    assert typed == tok.encode(IMAGE + "what color is at b3").ids
 
 
 @pytest.fixture(scope="module")
@@ -163,21 +166,62 @@ def test_training_writes_a_loadable_checkpoint_and_resumes(tmp_path):
 
 
 def test_hop_targets_follow_the_question():
-    from restore_mlx.probe.targets import GATHER, LOOKUP, QTYPES, question_targets
+    from restore_mlx.probe.scenes import SHAPES
+    from restore_mlx.probe.targets import (
+        ASKED_SHAPE,
+        FIRST,
+        GATHERED,
+        LOOKUP,
+        question_targets,
+    )
 
-    names = [n for n, _ in GATHER + LOOKUP]
+    groups = LOOKUP + FIRST + GATHERED
+    names = [n for n, _ in groups]
     for e in make_set("train", 2, 20):
         t = dict(zip(names, question_targets(e.question, e.objects).tolist()))
-        assert all(0 <= v < k for v, (_, k) in zip(t.values(), GATHER + LOOKUP))
+        assert all(0 <= v < k for v, (_, k) in zip(t.values(), groups))
         w = e.question.split()
         if e.family == "relation":
-            b = next(o for o in e.objects if (o.color, o.shape) == (w[-3], w[-2]))
-            assert (t["m_row"], t["m_col"]) == (b.row + 1, b.col + 1)
-            assert QTYPES[t["qtype"] - 1] == w[4]
+            a, b = _colored(e.objects, w[1]), _colored(e.objects, w[-1])
+            assert (t["l_row"], t["l_col"]) == (b.row + 1, b.col + 1)
+            assert (t["f_row"], t["f_col"]) == (a.row + 1, a.col + 1)
+            assert (t["g_row"], t["g_col"]) == (a.row + 1, a.col + 1)
+            assert t["relation"] == ("left", "right", "above", "below").index(w[2]) + 1
+            less, greater = t["col_cmp"] == 1, t["col_cmp"] == 3
+            assert (less, greater) == (a.col < b.col, a.col > b.col)
+            assert (t["row_cmp"] == 1) == (a.row < b.row)
         elif e.family == "count":
-            assert t["count"] == int(e.answer) + 1
+            assert t["count"] == int(e.answer) + 1 and t["l_row"] == 0
+            shape = question_targets(e.question, e.objects)[ASKED_SHAPE]
+            assert w[-1].startswith(SHAPES[shape - 1])
         elif e.family == "location":
-            assert str(t["l_row"] if w[1] == "row" else t["l_col"]) == e.answer
+            o = _colored(e.objects, w[-1])
+            assert (t["l_row"], t["l_col"]) == (o.row + 1, o.col + 1)
+            assert t["f_row"] == 0 and t["count"] == 0
+        else:
+            (o,) = [o for o in e.objects if o.cell == w[-1]]
+            assert e.answer in (o.color, o.shape) and t["l_color"] > 0
+
+
+def test_attention_pattern_loss_applies_to_count_and_relation_questions_only():
+    """The attention-pattern loss is 0 on batches without a count or relation
+    question and a cross-entropy over the causal keys (> 0, finite) with them."""
+    import mlx.core as mx
+
+    from restore_mlx.probe.losses import Trainer, attention_pattern_loss, make_batch
+    from restore_mlx.probe.model import probe_config, visual_features
+
+    mx.random.seed(0)
+    trainer = Trainer(probe_config(32, 1, 3))
+    tok = build_tokenizer()
+    cases = ((("attribute", "location"), False), (("count",), True), (("relation",), True))
+    for fams, positive in cases:
+        (pix, ids, pos, _, labels, targets), _ = make_batch(
+            tok, "train", 0, 0, 4, (1, MAX_OBJECTS), fams
+        )
+        feats = visual_features(trainer.model, pix)
+        loss = attention_pattern_loss(trainer, feats, ids, pos, labels, targets).item()
+        assert np.isfinite(loss) and (loss > 0) == positive
 
 
 def test_training_rejects_bad_flags():
@@ -205,29 +249,14 @@ def test_cell_labels_cover_cells():
 @pytest.mark.skipif(
     not (SHIPPED / "model.safetensors").exists(), reason="no trained probe"
 )
-def test_shipped_probe_beats_the_answer_priors():
-    """The shipped probe (54% validation accuracy, short of the 95% goal) must at least
-    use the image: beat, on fresh questions, the best constant answer per family."""
-    from collections import Counter
-
-    import mlx.core as mx
+def test_shipped_probe_answers_fresh_questions():
+    """The shipped probe, loaded as a user loads it, answers fresh test questions it
+    never saw (a seed no training or validation run used) at >= 90% in every family;
+    the issue's goal is 95% overall, measured in Package.md on larger sets."""
     from mlx_vlm.utils import load
 
-    from restore_mlx.probe.model import final_hidden, visual_features
+    from restore_mlx.probe.accuracy import answer_accuracy
 
     model, _ = load(str(SHIPPED))
-    tok = build_tokenizer()
-    items = make_set("test", 12345, 25)
-    pix = mx.array(normalize(np.stack([e.image for e in items])))
-    feats = visual_features(model, pix)
-    hits = 0
-    for i, e in enumerate(items):
-        ids = mx.array([tok.encode(e.question).ids])
-        h = final_hidden(model, feats[i : i + 1], ids)[:, -1]
-        pred = int(mx.argmax(model.language_model.lm_head(h), -1).item())
-        hits += tok.id_to_token(pred) == e.answer
-    prior = 0
-    for fam in {e.family for e in items}:
-        answers = Counter(e.answer for e in items if e.family == fam)
-        prior += answers.most_common(1)[0][1]
-    assert hits >= prior + 0.1 * len(items)
+    accuracy = answer_accuracy(model, make_set("test", 12345, 25))
+    assert min(accuracy.values()) >= 0.9, accuracy

@@ -8,20 +8,42 @@ from mlx_vlm.models.base import create_attention_mask
 from .model import N_VISUAL, AuxHeads, build_model, visual_features
 from .questions import make_example
 from .scenes import COLORS, FAMILIES, GRID, IMAGE_SIZE, PATCH, SHAPES
-from .targets import GATHER, LOOKUP, question_targets
+from .targets import (
+    ASKED_SHAPE,
+    COUNT_HEAD,
+    COUNT_SINK,
+    FIRST,
+    FIRST_POSITION,
+    GATHERED,
+    RELATION_HEAD,
+    RELATION_POSITION,
+    RELATION_TARGET,
+    LOOKUP,
+    question_targets,
+)
 from .vocab import EOS, normalize
 
-TEXT_LEN = 13  # longest question (11 words) + answer + end token, padded
+TEXT_LEN = 8  # longest question (6 words) + answer + end token, padded
 
 
 class LMHeads(nn.Module):
-    """Linear read-outs at the answer position: GATHER after LM layer 1, LOOKUP after
-    layer 2 (see ``targets``)."""
+    """Linear read-outs of the hop targets (see ``targets``): ``lookup`` after LM layer
+    1 at the answer position, ``first`` after layer 1 at a relation's first colour,
+    ``gathered`` after layer 2 at the answer position."""
 
     def __init__(self, dim: int):
         super().__init__()
-        self.gather = [nn.Linear(dim, n) for _, n in GATHER]
         self.lookup = [nn.Linear(dim, n) for _, n in LOOKUP]
+        self.first = [nn.Linear(dim, n) for _, n in FIRST]
+        self.gathered = [nn.Linear(dim, n) for _, n in GATHERED]
+
+    def groups(self, states):
+        """(heads, hidden states) pairs in the order of the targets' columns."""
+        return (
+            (self.lookup, states["answer"][0]),
+            (self.first, states["first"][0]),
+            (self.gathered, states["answer"][1]),
+        )
 
 
 class Trainer(nn.Module):
@@ -89,28 +111,87 @@ def _at(h, idx):
 
 
 def answer_pass(trainer, feats, ids, pos):
-    """Answer logits [B, 2, V] (answer word, end token) and the hidden states [B, D] at
-    the answer position after every LM layer."""
+    """Answer logits [B, 2, V] (answer word, end token) and the hidden states [B, D]
+    after every LM layer at the answer position (``states["answer"]``) and at the text
+    index of a relation's first colour (``states["first"]``)."""
     lm = trainer.model.language_model.model
     emb = lm.embed_tokens(ids)
     h = mx.concatenate([feats.astype(emb.dtype), emb], axis=1)
     mask = create_attention_mask(h, None)
     at = pos[:, None, None]
-    states = []
+    first = feats.shape[1] + FIRST_POSITION
+    states = {"answer": [], "first": []}
     for layer in lm.layers:
         h = layer(h, mask, None)
-        states.append(_at(h, at)[:, 0])
+        states["answer"].append(_at(h, at)[:, 0])
+        states["first"].append(h[:, first])
     out = lm.norm(_at(h, mx.stack([pos, pos + 1], axis=1)[:, :, None]))
     return trainer.model.language_model.lm_head(out), states
 
 
 def lm_aux_loss(trainer, states, targets):
-    heads = trainer.lm_aux
-    loss = sum(_ce(f(states[0]), targets[:, k]) for k, f in enumerate(heads.gather))
-    n = len(heads.gather)
-    return loss + sum(
-        _ce(f(states[1]), targets[:, n + k]) for k, f in enumerate(heads.lookup)
+    """Mean cross-entropy of every hop head over the examples where it applies."""
+    loss, col = 0.0, 0
+    for heads, h in trainer.lm_aux.groups(states):
+        for f in heads:
+            t = targets[:, col]
+            used = (t > 0).astype(h.dtype)
+            ce = nn.losses.cross_entropy(f(h), t, reduction="none")
+            loss = loss + (ce * used).sum() / mx.maximum(used.sum(), 1)
+            col += 1
+    return loss
+
+
+def _layer1_attention(trainer, feats, ids, pos, head):
+    """Log-probabilities [B, L] of layer 1's attention ``head`` at the answer position
+    (causal: keys after it get -inf)."""
+    lm = trainer.model.language_model.model
+    layer = lm.layers[0]
+    attn = layer.self_attn
+    emb = lm.embed_tokens(ids)
+    x = layer.input_layernorm(mx.concatenate([feats.astype(emb.dtype), emb], axis=1))
+    B, L, _ = x.shape
+
+    def project(proj, n):
+        y = proj(x).reshape(B, L, n, -1).transpose(0, 2, 1, 3)
+        return attn.rope(y)[:, head]
+
+    q = _at(project(attn.q_proj, attn.n_heads), pos[:, None, None])  # [B, 1, d]
+    k = project(attn.k_proj, attn.n_kv_heads)  # [B, L, d]
+    logits = (k @ q.transpose(0, 2, 1))[..., 0] * attn.scale
+    logits = mx.where(mx.arange(L)[None] <= pos[:, None], logits, -mx.inf)
+    return logits - mx.logsumexp(logits, -1, keepdims=True)
+
+
+def _pattern_ce(logp, want, used):
+    """Mean cross-entropy of attention ``logp`` against unnormalised ``want`` over the
+    examples where ``used``."""
+    want = want / mx.maximum(want.sum(-1, keepdims=True), 1e-9)
+    ce = -(want * mx.maximum(logp, -1e4)).sum(-1)  # masked keys: 0 x -inf -> 0
+    used = used.astype(logp.dtype)
+    return (ce * used).sum() / mx.maximum(used.sum(), 1)
+
+
+def attention_pattern_loss(trainer, feats, ids, pos, labels, targets):
+    """Cross-entropy of two layer-1 heads' attention at the answer position against
+    the patterns of ``targets``: ``COUNT_HEAD`` on count questions (every token of the
+    asked shape, plus the sink), ``RELATION_HEAD`` on relations (the relation word)."""
+    B, n_vis = feats.shape[0], feats.shape[1]
+    L = n_vis + ids.shape[1]
+    idx = mx.arange(L)[None]
+    asked = targets[:, ASKED_SHAPE]
+    match = (labels[:, 1] == asked[:, None]) & (asked[:, None] > 0)
+    count_want = mx.concatenate(
+        [match.astype(mx.float32), mx.zeros((B, L - n_vis), mx.float32)], axis=1
     )
+    count_want = count_want + COUNT_SINK * (idx == pos[:, None])
+    count_logp = _layer1_attention(trainer, feats, ids, pos, COUNT_HEAD)
+    loss = _pattern_ce(count_logp, count_want, asked > 0)
+    is_relation = targets[:, RELATION_TARGET] > 0
+    rel_want = (idx == n_vis + RELATION_POSITION).astype(mx.float32)
+    rel_want = mx.broadcast_to(rel_want, (B, L))
+    rel_logp = _layer1_attention(trainer, feats, ids, pos, RELATION_HEAD)
+    return loss + _pattern_ce(rel_logp, rel_want, is_relation)
 
 
 def vision_loss(trainer, pix, ids, pos, answers, labels, targets):
@@ -130,6 +211,9 @@ def answer_loss(
     loss = ce[:, 0].mean() + 0.1 * ce[:, 1].mean()
     if lm_aux:
         loss = loss + lm_aux * lm_aux_loss(trainer, states, targets)
+        loss = loss + lm_aux * attention_pattern_loss(
+            trainer, feats, ids, pos, labels, targets
+        )
     if tune:
         loss = loss + 0.5 * aux_loss(trainer, feats, labels)
     return loss

@@ -47,8 +47,8 @@ class Obj:
     shape: str
 
     @property
-    def name(self) -> str:
-        return f"{self.color} {self.shape}"
+    def cell(self) -> str:
+        return cell_name(self.row, self.col)
 
 
 @dataclass(frozen=True)
@@ -69,21 +69,24 @@ def rng_for(split: str, seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([SPLITS[split], int(seed), int(index)])
 
 
+def cell_name(row: int, col: int) -> str:
+    """Spreadsheet-style name of a cell (0-based row, col): column letter, row number,
+    "a1" top left, "d4" bottom right."""
+    return "abcd"[col] + str(row + 1)
+
+
 def sample_objects(rng: np.random.Generator, n: int) -> tuple:
-    """``n`` objects in distinct cells with distinct (colour, shape) pairs."""
+    """``n`` objects in distinct cells with distinct colours (so a colour names one
+    object); shapes may repeat."""
     if not 1 <= n <= MAX_OBJECTS:
         raise ValueError(f"number of objects must be in [1, {MAX_OBJECTS}], got {n}")
     cells = rng.choice(GRID * GRID, size=n, replace=False)
-    kinds = rng.choice(len(COLORS) * len(SHAPES), size=n, replace=False)
+    colors = rng.choice(len(COLORS), size=n, replace=False)
+    shapes = rng.integers(0, len(SHAPES), size=n)
     names = list(COLORS)
     return tuple(
-        Obj(
-            int(c) // GRID,
-            int(c) % GRID,
-            names[int(k) // len(SHAPES)],
-            SHAPES[int(k) % len(SHAPES)],
-        )
-        for c, k in zip(cells, kinds)
+        Obj(int(c) // GRID, int(c) % GRID, names[int(k)], SHAPES[int(s)])
+        for c, k, s in zip(cells, colors, shapes)
     )
 
 

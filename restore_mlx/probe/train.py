@@ -18,6 +18,7 @@ import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
 from mlx import nn
+from mlx.utils import tree_flatten
 
 from .losses import Trainer, answer_loss, answer_pass, make_batch, vision_loss
 from .model import probe_config, save_checkpoint, visual_features
@@ -46,9 +47,10 @@ def schedule(lr, steps, warmup):
 
 
 def evaluate(trainer, tok, seed, per_family=48, objects=(2, MAX_OBJECTS)):
-    """Validation accuracy per family (argmax over the whole vocabulary)."""
+    """Validation accuracy per family (argmax over the whole vocabulary), and of the
+    hop heads where the question has a target: is a hop learned?"""
     n = per_family * len(FAMILIES)
-    hits = {f: [] for f in (*FAMILIES, "gather", "lookup")}
+    hits = {f: [] for f in (*FAMILIES, "lookup", "first", "gathered")}
     for start in range(0, n, 64):
         (pix, ids, pos, answers, _, targets), fams = make_batch(
             tok, "val", seed, start, min(64, n - start), objects
@@ -58,20 +60,21 @@ def evaluate(trainer, tok, seed, per_family=48, objects=(2, MAX_OBJECTS)):
         pred = mx.argmax(logits[:, 0], axis=-1)
         for f, ok in zip(fams, (pred == answers[:, 0]).tolist()):
             hits[f].append(ok)
-        # The hop heads, scored where the question has the target: is a hop learned?
-        heads = trainer.lm_aux
-        hops = (("gather", heads.gather, states[0], 0),
-                ("lookup", heads.lookup, states[1], len(heads.gather)))  # fmt: skip
-        for name, fs, st, k0 in hops:
-            for k, f in enumerate(fs):
-                t = np.asarray(targets[:, k0 + k])
-                p = np.asarray(mx.argmax(f(st), axis=-1))
+        col = 0
+        groups = trainer.lm_aux.groups(states)
+        for name, (heads, h) in zip(("lookup", "first", "gathered"), groups):
+            for f in heads:
+                t = np.asarray(targets[:, col])
+                p = np.asarray(mx.argmax(f(h), axis=-1))
                 hits[name].extend((p == t)[t > 0].tolist())
+                col += 1
     return {f: float(np.mean(v)) for f, v in hits.items() if v}
 
 
-def objects_at(step, steps):
+def objects_at(step, steps, curriculum=True):
     """Curriculum on the object count: 1-2, then 1-4, then the full 1-6."""
+    if not curriculum:
+        return (1, MAX_OBJECTS)
     if step < 0.15 * steps:
         return (1, 2)
     if step < 0.35 * steps:
@@ -134,10 +137,14 @@ def train_answers(trainer, tok, args, out: Path, config: dict):
     step = make_step(trainer, opt, loss_fn)
     offset = args.vision_steps * args.vision_batch + 10**7  # fresh examples for stage 2
     best = -1.0
+    # Families cycle through the batch; --oversample lists some twice.
+    families = (*FAMILIES, *args.oversample)
     for s in range(args.steps):
-        objects = objects_at(s, args.steps)
+        objects = objects_at(s, args.steps, not args.no_curriculum)
         start = offset + s * args.batch
-        batch, _ = make_batch(tok, "train", args.seed, start, args.batch, objects)
+        batch, _ = make_batch(
+            tok, "train", args.seed, start, args.batch, objects, families
+        )
         loss = step(*batch)
         mx.eval(loss)
         if s % 25 == 0:
@@ -164,14 +171,29 @@ def train_answers(trainer, tok, args, out: Path, config: dict):
 
 
 def _init(trainer, path):
-    """Start from ``path``: a stage-1 trainer file (.safetensors) or a checkpoint."""
+    """Start from ``path``: a stage-1 trainer file (.safetensors) or a checkpoint.
+
+    Weights whose shape differs from this model's (an older vocabulary, another width)
+    are skipped and named: loading them would make the embedding lookup index past
+    its table.
+    """
     path = Path(path)
     if path.is_dir():
-        trainer.model.load_weights(str(path / "model.safetensors"), strict=False)
+        path = path / "model.safetensors"
+        prefix = "model."
     elif path.is_file():
-        trainer.load_weights(str(path), strict=False)
+        prefix = ""
     else:
         raise ValueError(f"--init: no checkpoint or weights file at {path}")
+    own = dict(tree_flatten(trainer.parameters()))
+    loaded, skipped = [], []
+    for k, v in mx.load(str(path)).items():
+        key = prefix + k
+        fits = key in own and own[key].shape == v.shape
+        (loaded if fits else skipped).append((key, v))
+    trainer.load_weights(loaded, strict=False)
+    if skipped:
+        _log("init-skipped", names=[k for k, _ in skipped])
 
 
 def train(args) -> float:
@@ -213,6 +235,18 @@ def configure_parser() -> argparse.ArgumentParser:
     add("--vision-steps", type=int, default=400, help="stage 1 (tower) steps; 0 skips")
     add("--vision-batch", type=int, default=32)
     add("--vision-lr", type=float, default=2e-3)
+    add(
+        "--no-curriculum",
+        action="store_true",
+        help="all object counts from the start (for runs resumed with --init)",
+    )
+    add(
+        "--oversample",
+        nargs="*",
+        default=(),
+        choices=FAMILIES,
+        help="families to train on twice as often (the slow ones)",
+    )
     add("--tune-vision", action="store_true", help="train the tower in stage 2 too")
     add("--width", type=int, default=128)
     add("--vision-layers", type=int, default=2)

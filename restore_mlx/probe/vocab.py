@@ -9,7 +9,7 @@ special_tokens_map.json, preprocessor_config.json (CLIP image processor: resize 
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, pre_tokenizers
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 
 from .questions import answer_words, question_words
@@ -51,9 +51,14 @@ def words() -> list:
 
 
 def build_tokenizer() -> Tokenizer:
-    """A WordLevel tokenizer over ``words()`` that splits on whitespace."""
+    """A WordLevel tokenizer over ``words()`` that splits on whitespace, ignoring case
+    and question marks."""
     vocab = {w: i for i, w in enumerate(words())}
     tok = Tokenizer(WordLevel(vocab, unk_token=UNK))
+    # Users type "What color is at B3?": case and question marks carry nothing here.
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.Lowercase(), normalizers.Replace("?", " ")]
+    )
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     # Special tokens are matched before splitting, so "<image><image>" is two tokens.
     tok.add_special_tokens(list(SPECIALS))

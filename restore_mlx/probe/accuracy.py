@@ -1,0 +1,58 @@
+"""Full-token accuracy of a probe checkpoint on fresh test questions, fast.
+
+    python -m restore_mlx.probe.accuracy --model examples/probe-model --seed 1000 --samples 250
+
+Loads the checkpoint as a user does (``mlx_vlm.utils.load``), runs the tower once per
+batch of scenes and reads the argmax answer at the last question token: the unreduced
+model's answer, as ``python -m restore_mlx.eval`` scores it (method "none"), without the
+220 reduced configurations per question.
+"""
+
+import argparse
+import json
+
+import numpy as np
+
+from .questions import make_set
+from .scenes import FAMILIES
+from .vocab import build_tokenizer, normalize
+
+
+def answer_accuracy(model, items, batch: int = 64) -> dict:
+    """Accuracy per family and overall ("all") of ``model`` on probe ``items``."""
+    import mlx.core as mx
+
+    from .model import final_hidden, visual_features
+
+    tok = build_tokenizer()
+    hits = {}
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        pix = mx.array(normalize(np.stack([e.image for e in chunk])))
+        feats = visual_features(model, pix)
+        for i, e in enumerate(chunk):
+            ids = mx.array([tok.encode(e.question).ids])
+            h = final_hidden(model, feats[i : i + 1], ids)[:, -1]
+            pred = int(mx.argmax(model.language_model.lm_head(h), -1).item())
+            hits.setdefault(e.family, []).append(tok.id_to_token(pred) == e.answer)
+    out = {f: float(np.mean(v)) for f, v in hits.items()}
+    out["all"] = float(np.mean([x for v in hits.values() for x in v]))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="examples/probe-model")
+    p.add_argument("--seed", type=int, default=1000, help="test-split seed")
+    p.add_argument("--samples", type=int, default=250, help="questions per family")
+    args = p.parse_args(argv)
+    from mlx_vlm.utils import load
+
+    model, _ = load(args.model)
+    items = make_set("test", args.seed, args.samples, FAMILIES)
+    acc = answer_accuracy(model, items)
+    print(json.dumps({"model": args.model, "seed": args.seed, "n": len(items), **acc}))
+
+
+if __name__ == "__main__":
+    main()
