@@ -5,11 +5,12 @@ method x variant x kept fraction: accuracy per question family, the share of att
 the answer position pays to visual tokens, and the cosine similarity of the final
 hidden state and KL of the next-token distribution against the unreduced prefill.
 
-    python -m restore_mlx.eval --model examples/probe-model --samples 15 \\
+    python -m restore_mlx.eval --model examples/probe-model --samples 25 \\
         --json examples/probe-results/results.json
 
 The default grid (11 methods x 5 variants x 4 budgets + the unreduced model, 221
-prefills per question) took ~19 s per question on a shared 2-core CPU.
+prefills per question) takes ~2.3 s per question on a shared 2-core CPU: each image
+goes through the vision tower once per question, not once per configuration.
 
 Questions come from the spatial probe's generator (fresh test scenes for ``--seed``) or,
 with ``--data``, from a benchmark JSONL (image, question, answer per line; POPE or
@@ -244,7 +245,7 @@ def configure_parser():
     p.add_argument("--image-root", default=None, help="folder for --data image paths")
     p.add_argument("--seed", type=int, default=0, help="probe test-set seed")
     p.add_argument(
-        "--samples", type=int, default=15,
+        "--samples", type=int, default=25,
         help="probe: questions per family; --data: at most this many questions",
     )  # fmt: skip
     p.add_argument("--keep", type=float, nargs="+", default=list(DEFAULT_KEEPS))
