@@ -260,3 +260,13 @@ def test_shipped_probe_answers_fresh_questions():
     model, _ = load(str(SHIPPED))
     accuracy = answer_accuracy(model, make_set("test", 12345, 25))
     assert min(accuracy.values()) >= 0.9, accuracy
+
+
+def test_accuracy_command_reports_every_family(tiny_checkpoint, capsys):
+    from restore_mlx.probe import accuracy
+
+    accuracy.main(["--model", str(tiny_checkpoint), "--samples", "2", "--seed", "3"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 8 and out["seed"] == 3
+    assert {"attribute", "location", "count", "relation", "all"} <= set(out)
+    assert all(0.0 <= out[k] <= 1.0 for k in ("attribute", "all"))
