@@ -12,11 +12,12 @@ from .config import RestoreConfig
 from .core.api import REDUCERS, reduce
 from .core.types import Reduction
 
-
 # `python -m restore_mlx.generate` finds the submodule already imported by this file;
 # the CLI does not depend on that, so silence runpy's warning about it.
 warnings.filterwarnings(
-    "ignore", message=r".*'restore_mlx\.\w+' found in sys\.modules", category=RuntimeWarning
+    "ignore",
+    message=r".*'restore_mlx\.\w+' found in sys\.modules",
+    category=RuntimeWarning,
 )
 
 # As in mlx-lm: the CLI module is also where the library functions live. Importing it
@@ -35,7 +36,13 @@ _LAZY = {
 }
 
 __all__ = [
-    "RestoreConfig", "REDUCERS", "Reduction", "reduce", "generate", "stream_generate", *_LAZY
+    "RestoreConfig",
+    "REDUCERS",
+    "Reduction",
+    "reduce",
+    "generate",
+    "stream_generate",
+    *_LAZY,
 ]
 __version__ = "0.1.0"
 

@@ -220,7 +220,8 @@ def prepare_inputs(
 
 def tokenize_prompt(model, processor, prompt, images) -> dict:
     """Processor output for ``prompt`` and ``images``, tokenized exactly as
-    ``mlx_vlm.stream_generate`` would tokenize them (the input of ``prepare_tokens``)."""
+    ``mlx_vlm.stream_generate`` would tokenize them (the input of ``prepare_tokens``).
+    """
     from mlx_vlm.utils import prepare_inputs as vlm_prepare
     from mlx_vlm.utils import should_add_special_tokens
 

@@ -19,7 +19,9 @@ VARIANTS = {
     "base": dict(restore=False),
     "restore": dict(restore=True),
     "positions": dict(restore=True, **{**_OFF, "positions": True}),
-    "calibration": dict(restore=True, **{**_OFF, "size_bias": True, "distance_bias": True}),
+    "calibration": dict(
+        restore=True, **{**_OFF, "size_bias": True, "distance_bias": True}
+    ),
     "anchors": dict(restore=True, **{**_OFF, "anchors": True}),
 }
 

@@ -66,7 +66,9 @@ def test_answers_follow_from_the_objects():
         elif e.family == "location":
             assert e.answer == _colored(objs, w[-1]).cell
         elif e.family == "count":
-            n = sum(o.shape + ("es" if o.shape == "cross" else "s") == w[-1] for o in objs)
+            n = sum(
+                o.shape + ("es" if o.shape == "cross" else "s") == w[-1] for o in objs
+            )
             assert e.answer == str(n)
         else:
             a, b = _colored(objs, w[1]), _colored(objs, w[-1])
@@ -214,7 +216,11 @@ def test_attention_pattern_loss_applies_to_count_and_relation_questions_only():
     mx.random.seed(0)
     trainer = Trainer(probe_config(32, 1, 3))
     tok = build_tokenizer()
-    cases = ((("attribute", "location"), False), (("count",), True), (("relation",), True))
+    cases = (
+        (("attribute", "location"), False),
+        (("count",), True),
+        (("relation",), True),
+    )
     for fams, positive in cases:
         (pix, ids, pos, _, labels, targets), _ = make_batch(
             tok, "train", 0, 0, 4, (1, MAX_OBJECTS), fams

@@ -28,7 +28,12 @@ from .scenes import (
     sample_objects,
 )
 
-RELATION_WORDS = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
+RELATION_WORDS = {
+    "left": "left of",
+    "right": "right of",
+    "above": "above",
+    "below": "below",
+}
 
 
 def _attribute(rng, objects):
