@@ -188,10 +188,9 @@ def _plan(keeps, methods):
 def _encoding_recipe(methods) -> RestoreConfig:
     """A recipe whose ``encode_image`` serves every method: the first that reads
     [CLS] attention, if one does (the encoding then carries it), else any."""
-    from .adapters.scores import score_names
-    from .core.api import REDUCERS
+    from .integration import reads_cls_attention
 
-    cls = [m for m in methods if "cls_attention" in score_names(REDUCERS[m])]
+    cls = [m for m in methods if reads_cls_attention(m)]
     return RestoreConfig(method=(cls or list(methods))[0])
 
 

@@ -145,11 +145,9 @@ class _Encodings:
         self.model, self.sample, self.encode, self.cache = model, sample, encode, {}
 
     def get(self, cfg):
-        from .adapters.scores import score_names
-        from .core.api import REDUCERS
+        from .integration import reads_cls_attention
 
-        reads_cls = "cls_attention" in score_names(REDUCERS[cfg.method])
-        key = cfg.method if reads_cls else None
+        key = cfg.method if reads_cls_attention(cfg.method) else None
         if key not in self.cache:
             self.cache[key] = self.encode(self.model, self.sample, config=cfg)
         return self.cache[key]

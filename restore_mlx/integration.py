@@ -153,8 +153,10 @@ def _state(model) -> RestoreState:
     return model._restore_state
 
 
-def _needs_cls(cfg) -> bool:
-    return "cls_attention" in score_names(REDUCERS[cfg.method])
+def reads_cls_attention(method: str) -> bool:
+    """Whether reducer ``method`` reads the tower's [CLS] attention, which
+    ``encode_image`` then computes (and which an encoding must carry to serve it)."""
+    return "cls_attention" in score_names(REDUCERS[method])
 
 
 def encode_image(model, sample, *, config=None) -> EncodedImage:
@@ -171,7 +173,7 @@ def encode_image(model, sample, *, config=None) -> EncodedImage:
     pixels = sample.get("pixel_values")
     if pixels is None:
         raise ValueError("the sample has no pixel_values: there is no image to encode")
-    cls_for = cfg.method if _needs_cls(cfg) else None
+    cls_for = cfg.method if reads_cls_attention(cfg.method) else None
     t0 = time.perf_counter()
     features, grid, cls = adapter.encode(model, pixels, sample, cls_for)
     mx.eval([a for a in (features, cls) if a is not None])
@@ -199,7 +201,7 @@ def _check_fits(model, adapter, encoded, n, cfg):
             f"encoded features are {encoded.features.shape[-1]} wide but this "
             f"language model takes {width}: encoded by another model?"
         )
-    if _needs_cls(cfg) and encoded.cls is None:
+    if reads_cls_attention(cfg.method) and encoded.cls is None:
         raise ValueError(
             f"method {cfg.method!r} reads [CLS] attention, which this encoding lacks: "
             f"encode_image(model, sample, config=...) with method {cfg.method!r}"
