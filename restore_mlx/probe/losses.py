@@ -37,13 +37,17 @@ class LMHeads(nn.Module):
         self.first = [nn.Linear(dim, n) for _, n in FIRST]
         self.gathered = [nn.Linear(dim, n) for _, n in GATHERED]
 
-    def groups(self, states):
-        """(heads, hidden states) pairs in the order of the targets' columns."""
-        return (
-            (self.lookup, states["answer"][0]),
-            (self.first, states["first"][0]),
-            (self.gathered, states["answer"][1]),
+    def columns(self, states):
+        """(group name, head, hidden states [B, D]) in the order of the targets'
+        columns: head k reads column k."""
+        groups = (
+            ("lookup", self.lookup, states["answer"][0]),
+            ("first", self.first, states["first"][0]),
+            ("gathered", self.gathered, states["answer"][1]),
         )
+        for name, heads, h in groups:
+            for f in heads:
+                yield name, f, h
 
 
 class Trainer(nn.Module):
@@ -131,20 +135,18 @@ def answer_pass(trainer, feats, ids, pos):
 
 def lm_aux_loss(trainer, states, targets):
     """Mean cross-entropy of every hop head over the examples where it applies."""
-    loss, col = 0.0, 0
-    for heads, h in trainer.lm_aux.groups(states):
-        for f in heads:
-            t = targets[:, col]
-            used = (t > 0).astype(h.dtype)
-            ce = nn.losses.cross_entropy(f(h), t, reduction="none")
-            loss = loss + (ce * used).sum() / mx.maximum(used.sum(), 1)
-            col += 1
+    loss = 0.0
+    for col, (_, f, h) in enumerate(trainer.lm_aux.columns(states)):
+        t = targets[:, col]
+        used = (t > 0).astype(h.dtype)
+        ce = nn.losses.cross_entropy(f(h), t, reduction="none")
+        loss = loss + (ce * used).sum() / mx.maximum(used.sum(), 1)
     return loss
 
 
-def _layer1_attention(trainer, feats, ids, pos, head):
-    """Log-probabilities [B, L] of layer 1's attention ``head`` at the answer position
-    (causal: keys after it get -inf)."""
+def _layer1_attention(trainer, feats, ids, pos):
+    """Log-probabilities [B, H, L] of every layer-1 head's attention at the answer
+    position (causal: keys after it get -inf)."""
     lm = trainer.model.language_model.model
     layer = lm.layers[0]
     attn = layer.self_attn
@@ -153,13 +155,12 @@ def _layer1_attention(trainer, feats, ids, pos, head):
     B, L, _ = x.shape
 
     def project(proj, n):
-        y = proj(x).reshape(B, L, n, -1).transpose(0, 2, 1, 3)
-        return attn.rope(y)[:, head]
+        return attn.rope(proj(x).reshape(B, L, n, -1).transpose(0, 2, 1, 3))
 
-    q = _at(project(attn.q_proj, attn.n_heads), pos[:, None, None])  # [B, 1, d]
-    k = project(attn.k_proj, attn.n_kv_heads)  # [B, L, d]
-    logits = (k @ q.transpose(0, 2, 1))[..., 0] * attn.scale
-    logits = mx.where(mx.arange(L)[None] <= pos[:, None], logits, -mx.inf)
+    q = project(attn.q_proj, attn.n_heads)[mx.arange(B), :, pos][:, :, None]
+    k = project(attn.k_proj, attn.n_kv_heads)  # [B, H, L, d]
+    logits = (q @ k.transpose(0, 1, 3, 2))[:, :, 0] * attn.scale
+    logits = mx.where(mx.arange(L)[None, None] <= pos[:, None, None], logits, -mx.inf)
     return logits - mx.logsumexp(logits, -1, keepdims=True)
 
 
@@ -185,13 +186,12 @@ def attention_pattern_loss(trainer, feats, ids, pos, labels, targets):
         [match.astype(mx.float32), mx.zeros((B, L - n_vis), mx.float32)], axis=1
     )
     count_want = count_want + COUNT_SINK * (idx == pos[:, None])
-    count_logp = _layer1_attention(trainer, feats, ids, pos, COUNT_HEAD)
-    loss = _pattern_ce(count_logp, count_want, asked > 0)
+    logp = _layer1_attention(trainer, feats, ids, pos)
+    loss = _pattern_ce(logp[:, COUNT_HEAD], count_want, asked > 0)
     is_relation = targets[:, RELATION_TARGET] > 0
     rel_want = (idx == n_vis + RELATION_POSITION).astype(mx.float32)
     rel_want = mx.broadcast_to(rel_want, (B, L))
-    rel_logp = _layer1_attention(trainer, feats, ids, pos, RELATION_HEAD)
-    return loss + _pattern_ce(rel_logp, rel_want, is_relation)
+    return loss + _pattern_ce(logp[:, RELATION_HEAD], rel_want, is_relation)
 
 
 def vision_loss(trainer, pix, ids, pos, answers, labels, targets):

@@ -60,14 +60,10 @@ def evaluate(trainer, tok, seed, per_family=48, objects=(2, MAX_OBJECTS)):
         pred = mx.argmax(logits[:, 0], axis=-1)
         for f, ok in zip(fams, (pred == answers[:, 0]).tolist()):
             hits[f].append(ok)
-        col = 0
-        groups = trainer.lm_aux.groups(states)
-        for name, (heads, h) in zip(("lookup", "first", "gathered"), groups):
-            for f in heads:
-                t = np.asarray(targets[:, col])
-                p = np.asarray(mx.argmax(f(h), axis=-1))
-                hits[name].extend((p == t)[t > 0].tolist())
-                col += 1
+        for col, (name, f, h) in enumerate(trainer.lm_aux.columns(states)):
+            t = np.asarray(targets[:, col])
+            p = np.asarray(mx.argmax(f(h), axis=-1))
+            hits[name].extend((p == t)[t > 0].tolist())
     return {f: float(np.mean(v)) for f, v in hits.items() if v}
 
 
