@@ -73,5 +73,9 @@ def question_targets(question: str, objects) -> np.ndarray:
         look[:4] = _obj(b)
         first = _obj(a)[2:]
         sign = lambda d: int(np.sign(d)) + 2  # noqa: E731
-        compare = [RELATIONS.index(w[2]) + 1, sign(a.col - b.col), sign(a.row - b.row)]
+        compare = [
+            RELATIONS.index(w[RELATION_POSITION]) + 1,
+            sign(a.col - b.col),
+            sign(a.row - b.row),
+        ]
     return np.array([*look, *first, *first, *compare, asked], np.int32)
