@@ -3,6 +3,7 @@
 import math
 
 import mlx.core as mx
+import numpy as np
 import pytest
 
 from restore_mlx.core import calibration as cal
@@ -110,3 +111,95 @@ def test_decode_bias_and_shift():
         cal.decode_shift(10, 11)
     with pytest.raises(ValueError):
         cal.decode_bias(mx.zeros((4,)), 3)
+
+
+# Against numpy and mlx-vlm's own rotary modules, not against the functions under test.
+
+
+def _np_thetas(dims, base, scale=1.0):
+    return scale * base ** (-np.arange(0, dims, 2) / dims)
+
+
+@pytest.mark.parametrize("dims,base,scale", [(64, 10000.0, 1.0), (16, 1e6, 0.25)])
+def test_rope_thetas_equal_numpy(dims, base, scale):
+    got = np.array(cal.rope_thetas(dims, base, scale=scale))
+    np.testing.assert_allclose(got, _np_thetas(dims, base, scale), rtol=1e-6)
+    partial = np.array(cal.rope_thetas(64, base, rotary_dim=dims))
+    np.testing.assert_allclose(partial, _np_thetas(dims, base), rtol=1e-6)
+
+
+def test_decay_table_equals_numpy():
+    thetas = _np_thetas(32, 10000.0)
+    d = np.arange(300)
+    want = np.cos(d[:, None] * thetas[None, :]).mean(axis=1)
+    got = np.array(cal.decay_table(mx.array(thetas.astype(np.float32)), 299))
+    np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+@pytest.mark.parametrize("scaling", [None, {"type": "linear", "factor": 2.0}])
+def test_llava_decay_is_the_rotation_nn_rope_applies(scaling):
+    from conftest import tiny_llava
+    from reference import _llava_angles, rope_decay
+
+    from restore_mlx.adapters import llava
+
+    model, _ = tiny_llava(rope_scaling=scaling)
+    positions = np.array([0, 1, 5, 17, 40, 41, 90])
+    cos, sin = _llava_angles(model, positions)
+    want = np.log(2.0 - rope_decay(cos, sin, np.arange(7), np.arange(7)))
+    thetas, section = llava.rope_thetas(model)
+    assert section is None
+    pos = mx.array(positions)
+    got = cal.distance_bias(pos, pos, cal.table_for(thetas, pos))
+    np.testing.assert_allclose(np.array(got), want, atol=2e-6)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl"])
+def test_mrope_decay_is_the_rotation_the_model_applies(arch):
+    # Each frequency's axis as mlx-vlm's rotary module assigns it: positions that move
+    # along one axis at a time separate the sections, so a wrong order fails.
+    from conftest import BUILDERS
+    from reference import _qwen_angles, rope_decay
+
+    from restore_mlx.adapters import qwen
+
+    model, _ = BUILDERS[arch]()
+    rng = np.random.default_rng(0)
+    positions = rng.integers(0, 60, size=(3, 9))
+    positions[:, 1:4] = positions[:, :1]  # same (t, h, w) as token 0 ...
+    positions[0, 1] += 7  # ... but for t
+    positions[1, 2] += 7  # ... or h
+    positions[2, 3] += 7  # ... or w
+    cos, sin = _qwen_angles(model, positions)
+    want = rope_decay(cos, sin, np.arange(9), np.arange(9))
+    thetas, section = qwen.rope_thetas(model)
+    pos = mx.array(positions.astype(np.int32))
+    tables = cal.table_for(thetas, pos, section)
+    np.testing.assert_allclose(np.array(cal.decay(pos, pos, tables)), want, atol=2e-6)
+
+
+def test_prefill_mask_values_equal_numpy():
+    sizes = np.array([1, 1, 3, 7, 2, 1])
+    positions = np.array([0, 1, 4, 9, 13, 20])
+    thetas = _np_thetas(16, 10000.0)
+    d = np.abs(positions[:, None] - positions[None, :])
+    c = np.cos(d[..., None] * thetas).mean(axis=-1)
+    want = np.log(sizes)[None, :] + np.log(2 - c)
+    want = np.where(np.tril(np.ones((6, 6), dtype=bool)), want, -np.inf)
+    pos = mx.array(positions)
+    table = cal.decay_table(mx.array(thetas.astype(np.float32)), 20)
+    got = cal.prefill_mask(
+        cal.log_sizes(mx.array(sizes)), cal.distance_bias(pos, pos, table)
+    )
+    np.testing.assert_allclose(np.array(got), want, atol=2e-6)
+
+
+def test_uniform_sizes_and_decode_bias_equal_numpy():
+    sizes = np.array([2, 5, 1])
+    slots = np.array([1, 2, 3])
+    uniform = np.array(cal.key_sizes(6, mx.array(slots), mx.array(sizes), uniform=True))
+    np.testing.assert_allclose(uniform, [1, 8 / 3, 8 / 3, 8 / 3, 1, 1], rtol=1e-6)
+    true = cal.log_sizes(cal.key_sizes(6, mx.array(slots), mx.array(sizes)))
+    got = np.array(cal.decode_bias(true, 9))
+    want = np.concatenate([np.log([1, 2, 5, 1, 1, 1]), np.zeros(3)])
+    np.testing.assert_allclose(got, want, atol=1e-7)

@@ -1,0 +1,149 @@
+"""Proof that the calibration tests bite: break the calibration on purpose, one way at a
+time, in a copy of the package, and show which tests fail.
+
+    python tests/mutations.py            # the calibration tests, ~1 minute per mutation
+    python tests/mutations.py --all      # the whole suite per mutation (slow)
+
+Each mutation replaces one exact snippet of the package source; a snippet that is no
+longer found is an error (the mutation went stale with a refactor: update it). Exit
+status 1 when any mutation survives (no test failed).
+"""
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CALIBRATION_TESTS = (
+    "tests/test_calibration.py",
+    "tests/test_calibration_model.py",
+    "tests/test_variants.py",
+)
+
+MODEL_LEVEL = "test_calibration_model.py"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # relative to the repository root
+    old: str
+    new: str
+
+
+MUTATIONS = (
+    Mutation(
+        "prefill size bias sign flipped",
+        "restore_mlx/core/calibration.py",
+        "mask = mask + size_bias[None, :]",
+        "mask = mask - size_bias[None, :]",
+    ),
+    Mutation(
+        "decode size bias sign flipped",
+        "restore_mlx/core/calibration.py",
+        "return mx.pad(size_bias.astype(dtype), (0, length - prompt))",
+        "return mx.pad(-size_bias.astype(dtype), (0, length - prompt))",
+    ),
+    Mutation(
+        "size bias one key to the right",
+        "restore_mlx/core/calibration.py",
+        "out[visual_slots] = sizes",
+        "out[visual_slots + 1] = sizes",
+    ),
+    Mutation(
+        "distance bias at re-indexed positions",
+        "restore_mlx/integration.py",
+        'pos = lay["bias_positions"]',
+        'pos = mx.broadcast_to(mx.arange(P, dtype=mx.int32), lay["bias_positions"].shape)',
+    ),
+    Mutation(
+        "distance bias dropped",
+        "restore_mlx/integration.py",
+        "dist = cal.distance_bias(pos, pos, cal.table_for(thetas, pos, section))",
+        "dist = None",
+    ),
+    Mutation(
+        "layer 0 gets the later layers' sizes",
+        "restore_mlx/integration.py",
+        "if cfg.uniform_first_layer:",
+        "if False:",
+    ),
+    Mutation(
+        "RoPE theta exponent k/d instead of 2k/d",
+        "restore_mlx/core/calibration.py",
+        "exponents = mx.arange(0, rotary_dim, 2, dtype=mx.float32) / rotary_dim",
+        "exponents = mx.arange(0, rotary_dim // 2, dtype=mx.float32) / rotary_dim",
+    ),
+    Mutation(
+        "M-RoPE sections in reverse order",
+        "restore_mlx/adapters/qwen.py",
+        "list(rotary.mrope_section)",
+        "list(rotary.mrope_section)[::-1]",
+    ),
+)
+
+
+def mutated_copy(mutation: Mutation, into: Path) -> Path:
+    """A copy of the package and tests under ``into`` with ``mutation`` applied."""
+    for part in ("restore_mlx", "tests"):
+        shutil.copytree(
+            ROOT / part, into / part, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    shutil.copy(ROOT / "pyproject.toml", into / "pyproject.toml")
+    target = into / mutation.path
+    source = target.read_text()
+    if source.count(mutation.old) != 1:
+        raise SystemExit(
+            f"stale mutation {mutation.name!r}: {mutation.old!r} occurs "
+            f"{source.count(mutation.old)} times in {mutation.path}, expected once"
+        )
+    target.write_text(source.replace(mutation.old, mutation.new))
+    return into
+
+
+def failing_tests(workdir: Path, tests) -> list:
+    """Names of the tests that fail in ``workdir`` (its own package copy is imported)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rf",
+        "-p",
+        "no:cacheprovider",
+        *tests,
+    ]
+    run = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    return re.findall(r"^FAILED (\S+)", run.stdout, re.M)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python tests/mutations.py", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="run the whole suite per mutation"
+    )
+    args = parser.parse_args(argv)
+    tests = ["tests"] if args.all else list(CALIBRATION_TESTS)
+    survivors = 0
+    print("| mutation | failing tests | of them model-level | e.g. |")
+    print("|---|---|---|---|")
+    for mutation in MUTATIONS:
+        with tempfile.TemporaryDirectory() as tmp:
+            failed = failing_tests(mutated_copy(mutation, Path(tmp)), tests)
+        survivors += not failed
+        model_level = [f for f in failed if MODEL_LEVEL in f]
+        example = (model_level or failed or ["SURVIVED"])[0].split("/")[-1]
+        row = (mutation.name, len(failed), len(model_level), example)
+        print("| " + " | ".join(map(str, row)) + " |", flush=True)
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

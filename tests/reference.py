@@ -1,0 +1,191 @@
+"""An independent reference for RESTORE's calibrated attention, at model level.
+
+Nothing here imports restore_mlx's calibration or mask code: the bias is computed in
+numpy from the formulas (DESIGN.md section 1), the RoPE rotation angles are read from the
+model's own rotary module, and the unpatched mlx-vlm decoder layers run one by one with
+an explicit additive mask each.
+
+The reduced prompt is laid out at full length: each reduced token sits in the slot of
+its original position and the removed slots are masked out as keys. The model's own
+contiguous positions are then exactly RESTORE's original positions, for pruning and for
+merging alike (a group sits at its median member, a real and unique index), and decode
+continues at the unreduced positions.
+
+Adding an architecture: one ``ReferenceArch`` entry in ``REFERENCE`` (how to call a
+decoder layer with explicit positions and mask, how to read its RoPE angles).
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import mlx.core as mx
+import numpy as np
+
+NEG_INF = -np.inf
+
+
+@dataclass(frozen=True)
+class ReferenceArch:
+    """How the reference drives one architecture's unpatched language model.
+
+    ``positions(model, ids, sample, extra)`` -> RoPE positions [L] or [3, L] of the
+    unreduced prompt followed by ``extra`` decode steps; ``angles(model, positions)`` ->
+    (cos, sin) [L, K] of the rotation the model applies at each position, one column
+    per rotary frequency; ``layer(model, layer, h, mask, positions)`` -> one decoder
+    layer without cache.
+    """
+
+    positions: Callable
+    angles: Callable
+    layer: Callable
+
+
+def _llava_positions(model, ids, sample, extra):
+    return np.arange(ids.shape[1] + extra)
+
+
+def _rope_angles(rope, positions):
+    """cos/sin of an ``nn.RoPE``'s angles, read by rotating unit vectors with it."""
+    dims, half = rope.dims, rope.dims // 2
+    x = np.zeros((1, 1, 1, dims), dtype=np.float32)
+    if rope.traditional:  # pairs (2k, 2k + 1)
+        x[..., 0::2], cos_at, sin_at = 1.0, slice(0, dims, 2), slice(1, dims, 2)
+    else:  # pairs (k, k + dims / 2)
+        x[..., :half], cos_at, sin_at = 1.0, slice(0, half), slice(half, dims)
+    rows = []
+    for p in np.asarray(positions).tolist():
+        rows.append(np.array(rope(mx.array(x), offset=int(p)))[0, 0, 0])
+    rows = np.stack(rows).astype(np.float64)
+    return rows[:, cos_at], rows[:, sin_at]
+
+
+def _llava_angles(model, positions):
+    return _rope_angles(model.language_model.model.layers[0].self_attn.rope, positions)
+
+
+def _llava_layer(model, layer, h, mask, positions):
+    return layer(h, mask, None)
+
+
+def _qwen_positions(model, ids, sample, extra):
+    full, _ = model.language_model.get_rope_index(ids, sample.get("image_grid_thw"))
+    full = np.array(full[:, 0, :])
+    tail = full.max() + 1 + np.arange(extra)
+    return np.concatenate([full, np.stack([tail] * 3)], axis=1)
+
+
+def _qwen_angles(model, positions):
+    rotary = model.language_model.model.layers[0].self_attn.rotary_emb
+    pos = mx.array(np.asarray(positions)[:, None, :].astype(np.int32))
+    cos, sin = rotary(mx.zeros((1, 1), dtype=mx.float32), pos)
+    k = rotary.inv_freq.shape[0]  # the embedding repeats the K frequencies twice
+    cos = np.array(cos[0, :, :k].astype(mx.float32)).astype(np.float64)
+    sin = np.array(sin[0, :, :k].astype(mx.float32)).astype(np.float64)
+    return cos, sin
+
+
+def _qwen_layer(model, layer, h, mask, positions):
+    pos = mx.array(np.asarray(positions)[:, None, :].astype(np.int32))
+    return layer(h, mask, None, pos, None)
+
+
+QWEN = ReferenceArch(_qwen_positions, _qwen_angles, _qwen_layer)
+REFERENCE = {
+    "llava": ReferenceArch(_llava_positions, _llava_angles, _llava_layer),
+    "qwen2_vl": QWEN,
+    "qwen2_5_vl": QWEN,
+}
+
+
+def rope_decay(cos, sin, rows, cols):
+    """``c(p_i - p_j) = mean_k cos(angle_k(i) - angle_k(j))`` [len(rows), len(cols)],
+    from the model's own angles (any RoPE layout: 1-D, chunked or interleaved M-RoPE).
+    """
+    ci, si, cj, sj = cos[rows], sin[rows], cos[cols], sin[cols]
+    return (ci @ cj.T + si @ sj.T) / cos.shape[1]
+
+
+@dataclass
+class Layout:
+    """The reduced prompt laid out at full length (slots of the unreduced prompt)."""
+
+    slots: np.ndarray  # [P] the slot of each reduced-prompt token, increasing
+    visual: np.ndarray  # [P] bool, visual tokens of the reduced prompt
+    sizes: np.ndarray  # [P] true sizes (1 for text)
+    length: int  # unreduced prompt length T
+
+
+def layout_of(prepared, start, n, length) -> Layout:
+    """Slots, visual flags and sizes of ``prepared`` (a restore_mlx PreparedPrompt)."""
+    red = prepared.reduction
+    kept = np.array(red.positions[0]) + start
+    m = kept.shape[0]
+    slots = np.concatenate([np.arange(start), kept, np.arange(start + n, length)])
+    visual = np.zeros(slots.shape[0], dtype=bool)
+    visual[start : start + m] = True
+    sizes = np.ones(slots.shape[0])
+    sizes[start : start + m] = np.array(red.sizes[0])
+    return Layout(slots, visual, sizes, length)
+
+
+def size_biases(lay: Layout):
+    """``log s_j`` per reduced-prompt key: (layer 0 with the uniform ``N/n``, later
+    layers with the true sizes)."""
+    true = np.log(lay.sizes)
+    uniform = np.where(lay.visual, np.log(lay.sizes[lay.visual].mean()), 0.0)
+    return uniform, true
+
+
+def reference_masks(lay: Layout, cos, sin, decode_steps, *, size=True, dist=True):
+    """Additive masks [T + k, T + k] (layer 0, later layers) over the full-length slots.
+
+    Prompt queries see the kept prompt keys with ``log s_j + log(2 - c)``; decode
+    queries see them with ``log s_j`` only, and the decoded keys with 0. Removed slots
+    are never keys; their own rows see only themselves (their output is not used).
+    """
+    total = lay.length + decode_steps
+    keys = np.concatenate([lay.slots, lay.length + np.arange(decode_steps)])
+    causal = keys[None, :] <= keys[:, None]
+    bias = np.zeros((keys.shape[0], keys.shape[0]))
+    if dist:
+        c = rope_decay(cos, sin, lay.slots, lay.slots)
+        bias[: lay.slots.shape[0], : lay.slots.shape[0]] += np.log(2.0 - c)
+    masks = []
+    for sizes in size_biases(lay):
+        key_bias = np.concatenate([sizes, np.zeros(decode_steps)]) if size else 0.0
+        inner = np.where(causal, bias + key_bias, NEG_INF)
+        full = np.where(np.eye(total, dtype=bool), 0.0, NEG_INF)
+        full[np.ix_(keys, keys)] = inner
+        masks.append(full.astype(np.float32))
+    return masks
+
+
+def head(lm, h):
+    """The language model's output projection (tied or not)."""
+    if "lm_head" in lm:
+        return lm.lm_head(h)
+    return lm.model.embed_tokens.as_linear(h)
+
+
+def reference_logits(arch, model, embeds, masks, positions):
+    """Unpatched layers one by one with layer 0's mask, then the later layers' mask."""
+    lm, spec = model.language_model, REFERENCE[arch]
+    h = embeds
+    for i, layer in enumerate(lm.model.layers):
+        mask = mx.array(masks[0] if i == 0 else masks[1])
+        h = spec.layer(model, layer, h, mask, positions)
+    return head(lm, lm.model.norm(h))
+
+
+def full_length_embeddings(model, prepared, lay: Layout, decode_tokens):
+    """The reduced prompt's embeddings (mlx-vlm's own merge of the reduced features)
+    scattered into their slots, zeros in removed slots, then the decoded tokens."""
+    kwargs = dict(prepared.generate_kwargs)
+    pixels = kwargs.pop("pixel_values")
+    emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs).inputs_embeds
+    emb = np.array(emb.astype(mx.float32))[0]
+    out = np.zeros((lay.length, emb.shape[-1]), dtype=np.float32)
+    out[lay.slots] = emb
+    lm = model.language_model
+    tail = np.array(lm.model.embed_tokens(mx.array([decode_tokens])))[0]
+    return mx.array(np.concatenate([out, tail])[None])

@@ -1,0 +1,103 @@
+"""The calibrated model against an independent reference, per architecture.
+
+The reference (``reference.py``) runs the unpatched mlx-vlm layers on the reduced prompt
+laid out at full length, with a bias computed in numpy from the formulas and the
+model's own RoPE angles. Every prompt position and every decode step is compared.
+"""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from conftest import BUILDERS
+from mlx_vlm.models.cache import make_prompt_cache
+from reference import (
+    REFERENCE,
+    full_length_embeddings,
+    layout_of,
+    reference_logits,
+    reference_masks,
+)
+
+import restore_mlx.integration as ri
+
+START, N = 5, 16  # the tiny prompts: 5 text tokens, 16 image tokens, then text
+DECODE = [7, 11, 3]
+# Same arithmetic in a different order (full-length softmax, float64 bias): a few ulps.
+# Each calibration mutation moves the logits by far more (tests/mutations.py).
+ATOL = 2e-5
+
+RECIPES = {
+    "pruning": dict(method="divprune", keep=0.5, anchors=False),
+    "merging": dict(method="divprune", keep=0.25, anchors=True),
+}
+
+
+def patched_logits(model, prepared, tokens):
+    """The patched model's logits at every reduced-prompt position, then per decode step."""
+    lm = model.language_model
+    kwargs = dict(prepared.generate_kwargs)
+    pixels = kwargs.pop("pixel_values")
+    emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs)
+    extra = {k: getattr(emb, k) for k in ("position_ids", "rope_deltas")}
+    extra.update({k: kwargs[k] for k in extra if k in kwargs})
+    extra = {k: v for k, v in extra.items() if v is not None}
+    cache = make_prompt_cache(lm)
+    out = [
+        lm(prepared.input_ids, inputs_embeds=emb.inputs_embeds, cache=cache, **extra)
+    ]
+    for tok in tokens:
+        out.append(lm(mx.array([[tok]]), cache=cache))
+    return np.concatenate([np.array(o.logits[0]) for o in out])
+
+
+def expected_logits(arch, ref_model, sample, prepared, tokens, **switches):
+    spec = REFERENCE[arch]
+    T = sample["input_ids"].shape[1]
+    lay = layout_of(prepared, START, N, T)
+    positions = spec.positions(ref_model, sample["input_ids"], sample, len(tokens))
+    cos, sin = spec.angles(ref_model, positions)
+    masks = reference_masks(lay, cos, sin, len(tokens), **switches)
+    embeds = full_length_embeddings(ref_model, prepared, lay, tokens)
+    logits = np.array(reference_logits(arch, ref_model, embeds, masks, positions)[0])
+    rows = np.concatenate([lay.slots, T + np.arange(len(tokens))])
+    return logits[rows]
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_calibrated_model_equals_independent_reference(arch, recipe):
+    model, sample = BUILDERS[arch]()
+    ref_model, _ = BUILDERS[arch]()
+    ri.apply(model, **RECIPES[recipe])
+    prepared = ri.prepare_tokens(model, sample)
+    merged = bool(mx.any(prepared.reduction.merged).item())
+    assert merged == (recipe == "merging")
+    got = patched_logits(model, prepared, DECODE)
+    want = expected_logits(arch, ref_model, sample, prepared, DECODE)
+    np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "switches", [dict(size_bias=False), dict(distance_bias=False)], ids=str
+)
+def test_each_bias_alone_equals_the_reference(arch, switches):
+    # One bias switched off: the reference without it, so neither hides the other.
+    model, sample = BUILDERS[arch]()
+    ref_model, _ = BUILDERS[arch]()
+    ri.apply(model, **RECIPES["merging"], **switches)
+    prepared = ri.prepare_tokens(model, sample)
+    got = patched_logits(model, prepared, DECODE)
+    flags = dict(size=switches.get("size_bias", True),
+                 dist=switches.get("distance_bias", True))  # fmt: skip
+    want = expected_logits(arch, ref_model, sample, prepared, DECODE, **flags)
+    np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
+
+
+def test_reference_notices_a_wrong_bias(arch):
+    # The reference is sharp: the uncalibrated model is far outside its tolerance.
+    model, sample = BUILDERS[arch]()
+    ref_model, _ = BUILDERS[arch]()
+    ri.apply(model, **RECIPES["merging"], size_bias=False, distance_bias=False)
+    prepared = ri.prepare_tokens(model, sample)
+    got = patched_logits(model, prepared, DECODE)
+    want = expected_logits(arch, ref_model, sample, prepared, DECODE)
+    assert np.abs(got - want).max() > 100 * ATOL
