@@ -37,7 +37,7 @@ def _prefill(model, prep):
 def _layer_ops(model, prep, repeats):
     """One attention layer's SDPA (additive mask vs causal) and RoPE (per-token vs
     offset) on the reduced prompt's shapes, in the model dtype."""
-    from .adapters.state import rope_at
+    from .adapters.patching import rope_at
 
     attn = model.language_model.model.layers[0].self_attn
     L = prep.input_ids.shape[1]
@@ -46,8 +46,9 @@ def _layer_ops(model, prep, repeats):
     q = mx.random.normal((1, attn.n_heads, L, hd)).astype(dtype)
     k = mx.random.normal((1, attn.n_kv_heads, L, hd)).astype(dtype)
     out = {}
-    masks = getattr(prep.prompt, "masks", None)
-    if masks is not None:
+    calibration = getattr(prep.prompt, "calibration", None)
+    if calibration is not None:
+        masks = calibration.prefill(0, L)
         sdpa = mx.fast.scaled_dot_product_attention
         out["sdpa_causal_s"] = _median_time(
             lambda: sdpa(q, k, k, scale=1.0, mask="causal"), repeats
@@ -72,7 +73,7 @@ def profile(s, method="divprune", keep=0.25, repeats=3) -> dict:
 
     model, sample = s.model, s.sample
     restore_mlx.apply(model, method=method, keep=keep, restore=True)
-    feats = adapter_for(model).encode(model, sample["pixel_values"], sample)[0]
+    feats = adapter_for(model).encode(model, sample["pixel_values"], sample).features
     mx.eval(feats)
     side = int(round(feats.shape[1] ** 0.5))
     scores = {"grid": (side, side)} if method == "pool" else {}

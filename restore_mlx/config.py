@@ -21,7 +21,9 @@ class RestoreConfig:
     keep: Optional[float] = 0.5
     tokens: Optional[int] = None
     restore: bool = True
-    anchors: bool = True  # distinctive anchor merging (else: base prunes to full budget)
+    anchors: bool = (
+        True  # distinctive anchor merging (else: base prunes to full budget)
+    )
     positions: bool = True  # original RoPE positions (else: re-indexed contiguously)
     size_bias: bool = True  # log(size) on attention logits
     distance_bias: bool = True  # log(2 - c(d)) on prefill attention logits

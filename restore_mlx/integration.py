@@ -20,14 +20,14 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .adapters import SUPPORTED, adapter_for
+from .adapters.contract import LayoutRequest
 from .adapters.scores import method_scores, score_names
-from .adapters.state import Prompt, RestoreState
 from .config import RestoreConfig
-from .core import calibration as cal
 from .core.api import REDUCERS, reduce
 from .core.budget import resolve_budget
 from .core.types import Reduction
 from .presets import get_preset
+from .state import Prompt, RestoreState, reduced_prompt
 
 __all__ = [
     "SUPPORTED",
@@ -175,9 +175,10 @@ def encode_image(model, sample, *, config=None) -> EncodedImage:
         raise ValueError("the sample has no pixel_values: there is no image to encode")
     cls_for = cfg.method if reads_cls_attention(cfg.method) else None
     t0 = time.perf_counter()
-    features, grid, cls = adapter.encode(model, pixels, sample, cls_for)
-    mx.eval([a for a in (features, cls) if a is not None])
-    return EncodedImage(features, grid, cls, time.perf_counter() - t0, cls_for)
+    out = adapter.encode(model, pixels, sample, cls_for)
+    mx.eval([a for a in (out.features, out.cls) if a is not None])
+    elapsed = time.perf_counter() - t0
+    return EncodedImage(out.features, out.grid, out.cls, elapsed, cls_for)
 
 
 def cached_image_kwargs(model, encoded: EncodedImage) -> dict:
@@ -262,7 +263,7 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
         if encoded is not None:
             raise ValueError("an encoded image was given but the prompt has no image")
         return _unreduced(state, adapter, sample, None, 0, 0.0)
-    start, n = span
+    start, n = span.start, span.length
     vision_s = 0.0
     if encoded is None:
         encoded = encode_image(model, sample, config=cfg)
@@ -284,15 +285,17 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
     )  # fmt: skip
     mx.eval(red.features, red.sizes, red.positions)
     reduce_s = time.perf_counter() - t1
-    positions_on = cfg.restore and cfg.positions
-    lay = adapter.layout(
-        model, sample, red.features, red.positions[0], start, n, positions_on
+    request = LayoutRequest(
+        sample, red.features, red.positions[0], span, cfg.restore and cfg.positions
     )
-    prompt = _prompt(model, adapter, cfg, lay, red, start)
+    lay = adapter.layout(model, request)
+    dtype = adapter.layers(model)[0].input_layernorm.weight.dtype
+    freqs = adapter.rope_frequencies(model)
+    prompt = reduced_prompt(cfg, lay, red.sizes[0], start, freqs, dtype)
     state.set_prompt(prompt)
     return PreparedPrompt(
-        lay["ids"], lay["kwargs"], red, n, red.num_tokens, lay["ids"].shape[1],
-        vision_s, reduce_s, prompt,
+        lay.input_ids, lay.generate_kwargs, red, n, red.num_tokens,
+        lay.input_ids.shape[1], vision_s, reduce_s, prompt,
     )  # fmt: skip
 
 
@@ -309,41 +312,6 @@ def _unreduced(state, adapter, sample, image, n, vision_s) -> PreparedPrompt:
     prompt = Prompt(ids=ids, visual=visual)
     state.set_prompt(prompt)
     return PreparedPrompt(ids, kwargs, None, n, n, ids.shape[1], vision_s, 0.0, prompt)
-
-
-def _prompt(model, adapter, cfg, lay, red, start) -> Prompt:
-    """Per-request state: positions, the prefill masks and decode bias, built once."""
-    P, M = lay["ids"].shape[1], red.num_tokens
-    dtype = adapter.layers(model)[0].input_layernorm.weight.dtype
-    visual = mx.zeros((P,), dtype=mx.bool_)
-    visual[start : start + M] = True
-    slots = mx.arange(start, start + M)
-    sizes_on = cfg.restore and cfg.size_bias
-    dist_on = cfg.restore and cfg.distance_bias
-    masks = sizes = first = true = None
-    if sizes_on:
-        true = cal.log_sizes(cal.key_sizes(P, slots, red.sizes[0]))
-        first = true
-        if cfg.uniform_first_layer:
-            first = cal.log_sizes(cal.key_sizes(P, slots, red.sizes[0], uniform=True))
-        sizes = (first.astype(dtype), true.astype(dtype))
-    if sizes_on or dist_on:
-        dist = None
-        if dist_on:
-            thetas, section = adapter.rope_thetas(model)
-            pos = lay["bias_positions"]
-            dist = cal.distance_bias(pos, pos, cal.table_for(thetas, pos, section))
-        later = cal.prefill_mask(true, dist, length=P, dtype=dtype)
-        # Layer 0 differs only when it has its own (uniform) sizes: share otherwise.
-        layer0 = later
-        if first is not true:
-            layer0 = cal.prefill_mask(first, dist, length=P, dtype=dtype)
-        masks = (layer0, later)
-        mx.eval(masks)
-    return Prompt(
-        ids=lay["ids"], rope=lay["rope"], shift=lay["shift"], masks=masks, sizes=sizes,
-        visual=visual,
-    )  # fmt: skip
 
 
 class _Capture(nn.Module):

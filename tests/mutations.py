@@ -40,8 +40,8 @@ MUTATIONS = (
     Mutation(
         "prefill size bias sign flipped",
         "restore_mlx/core/calibration.py",
-        "mask = mask + size_bias[None, :]",
-        "mask = mask - size_bias[None, :]",
+        "mask = mask + size_bias[None, :num_keys]",
+        "mask = mask - size_bias[None, :num_keys]",
     ),
     Mutation(
         "decode size bias sign flipped",
@@ -57,19 +57,19 @@ MUTATIONS = (
     ),
     Mutation(
         "distance bias at re-indexed positions",
-        "restore_mlx/integration.py",
-        'pos = lay["bias_positions"]',
-        'pos = mx.broadcast_to(mx.arange(P, dtype=mx.int32), lay["bias_positions"].shape)',
+        "restore_mlx/state.py",
+        "positions = lay.bias_positions",
+        "positions = mx.broadcast_to(mx.arange(P), lay.bias_positions.shape)",
     ),
     Mutation(
         "distance bias dropped",
-        "restore_mlx/integration.py",
-        "dist = cal.distance_bias(pos, pos, cal.table_for(thetas, pos, section))",
+        "restore_mlx/state.py",
+        "dist = cal.distance_bias(pos[..., offset:end], pos[..., :end], self.tables)",
         "dist = None",
     ),
     Mutation(
         "layer 0 gets the later layers' sizes",
-        "restore_mlx/integration.py",
+        "restore_mlx/state.py",
         "if cfg.uniform_first_layer:",
         "if False:",
     ),
@@ -82,8 +82,8 @@ MUTATIONS = (
     Mutation(
         "M-RoPE sections in reverse order",
         "restore_mlx/adapters/qwen.py",
-        "list(rotary.mrope_section)",
-        "list(rotary.mrope_section)[::-1]",
+        "cal.mrope_axes(rotary.mrope_section,",
+        "cal.mrope_axes(rotary.mrope_section[::-1],",
     ),
 )
 

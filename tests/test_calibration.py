@@ -56,7 +56,7 @@ def test_rope_thetas_options():
 def test_mrope_form_equals_1d_when_axes_agree():
     thetas = cal.rope_thetas(32, 10000.0)
     section = [4, 6, 6]
-    tables = cal.mrope_decay_tables(thetas, section, 40)
+    tables = cal.mrope_decay_tables(thetas, cal.mrope_axes(section, 16), 40)
     table = cal.decay_table(thetas, 40)
     assert mx.allclose(tables.sum(axis=0), table, atol=1e-6)
     pos1 = mx.array([0, 3, 7, 20, 40])
@@ -67,12 +67,14 @@ def test_mrope_form_equals_1d_when_axes_agree():
         atol=1e-6,
     )
     with pytest.raises(ValueError, match="mrope_section"):
-        cal.mrope_decay_tables(thetas, [4, 4, 4], 5)
+        cal.mrope_axes([4, 4, 4], 16)
+    with pytest.raises(ValueError, match="axes"):
+        cal.mrope_decay_tables(thetas, [0, 1, 2], 5)
 
 
 def test_mrope_axes_use_their_own_frequencies():
     thetas = cal.rope_thetas(32, 10000.0)
-    tables = cal.mrope_decay_tables(thetas, [4, 6, 6], 10)
+    tables = cal.mrope_decay_tables(thetas, cal.mrope_axes([4, 6, 6], 16), 10)
     # Moving only along w changes only the w table's term.
     pq = mx.array([[0], [0], [5]])
     pk = mx.array([[0], [0], [0]])
@@ -147,10 +149,10 @@ def test_llava_decay_is_the_rotation_nn_rope_applies(scaling):
     positions = np.array([0, 1, 5, 17, 40, 41, 90])
     cos, sin = _llava_angles(model, positions)
     want = np.log(2.0 - rope_decay(cos, sin, np.arange(7), np.arange(7)))
-    thetas, section = llava.rope_thetas(model)
-    assert section is None
+    freqs = llava.rope_frequencies(model)
+    assert freqs.axes is None
     pos = mx.array(positions)
-    got = cal.distance_bias(pos, pos, cal.table_for(thetas, pos))
+    got = cal.distance_bias(pos, pos, cal.table_for(freqs.thetas, pos))
     np.testing.assert_allclose(np.array(got), want, atol=2e-6)
 
 
@@ -172,9 +174,9 @@ def test_mrope_decay_is_the_rotation_the_model_applies(arch):
     positions[2, 3] += 7  # ... or w
     cos, sin = _qwen_angles(model, positions)
     want = rope_decay(cos, sin, np.arange(9), np.arange(9))
-    thetas, section = qwen.rope_thetas(model)
+    freqs = qwen.rope_frequencies(model)
     pos = mx.array(positions.astype(np.int32))
-    tables = cal.table_for(thetas, pos, section)
+    tables = cal.table_for(freqs.thetas, pos, freqs.axes)
     np.testing.assert_allclose(np.array(cal.decay(pos, pos, tables)), want, atol=2e-6)
 
 

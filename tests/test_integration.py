@@ -180,7 +180,8 @@ def test_chunked_prefill_with_bias_equals_one_shot(arch):
     model, sample = BUILDERS[arch]()
     ri.apply(model, "server-70")
     prepared = ri.prepare_tokens(model, sample)
-    assert prepared.prompt.masks is not None and prepared.prompt.sizes is not None
+    calibration = prepared.prompt.calibration
+    assert calibration.sizes is not None and calibration.positions is not None
     one_shot = run_prepared(model, prepared, prefill_step_size=None)
     for step in (3, 7):
         assert all_equal(

@@ -47,11 +47,12 @@ def test_variant_behaviour(variant):
         ran.add("anchors")
     if prompt.rope is not None and prompt.rope[5:13].tolist() == [5 + k for k in kept]:
         ran.add("positions")
-    if prompt.sizes is not None:
+    calibration = prompt.calibration
+    if calibration is not None and calibration.sizes is not None:
         ran.add("size_bias")
-    if prompt.masks is not None:
+    if calibration is not None:
         # The distance bias is what makes the mask vary along a row of text keys.
-        row = prompt.masks[1][-1, :5]
+        row = calibration.prefill(0, prompt.length)[1][-1, :5]
         if not mx.all(row == row[0]).item():
             ran.add("distance_bias")
     assert ran == CLAIMS[variant]

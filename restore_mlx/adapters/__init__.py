@@ -1,16 +1,20 @@
 """Per-architecture adapters: the only code that knows mlx-vlm's internals.
 
-Each adapter module exposes the same functions: ``patch``/``unpatch`` (class swaps),
-``encode`` (visual tokens, grid, [CLS] attention), ``cached_image_features`` (them in
-the form mlx-vlm's own merge takes), ``image_span``, ``full_positions``,
-``layout`` (the reduced prompt and its generate kwargs), ``rope_thetas`` and, for
-in-LLM scoring, ``layers``/``run_layer``/``queries_keys``. Tested against mlx-vlm 0.7.10.
+Each adapter is one module that fulfils ``contract.Adapter`` and is listed once in
+``FAMILIES``; ``ADAPTERS`` maps every mlx-vlm model type it serves (its ``NAMES``) to
+it. Shared patching helpers live in ``patching``. Tested against mlx-vlm 0.7.10.
 """
 
 from . import llava, qwen
+from .contract import Adapter
 
-ADAPTERS = {"llava": llava, "qwen2_vl": qwen, "qwen2_5_vl": qwen}
+FAMILIES = (llava, qwen)
+ADAPTERS = {name: family for family in FAMILIES for name in family.NAMES}
 SUPPORTED = tuple(ADAPTERS)
+
+
+class UnsupportedArchitecture(ValueError):
+    """A model whose architecture no adapter serves."""
 
 
 def model_type(model) -> str:
@@ -19,11 +23,11 @@ def model_type(model) -> str:
     return getattr(config, "model_type", "") or ""
 
 
-def adapter_for(model):
-    """The adapter module for ``model``; ValueError naming the supported architectures."""
+def adapter_for(model) -> Adapter:
+    """The adapter for ``model``; UnsupportedArchitecture naming the supported ones."""
     name = model_type(model)
     if name not in ADAPTERS:
-        raise ValueError(
+        raise UnsupportedArchitecture(
             f"architecture {name or type(model).__name__!r} is not supported by restore_mlx; "
             f"supported: {', '.join(SUPPORTED)}"
         )

@@ -9,7 +9,8 @@ the plan's additive mask. With no plan it calls mlx-vlm's own ``__call__``.
 import mlx.core as mx
 
 from ..core import calibration as cal
-from .state import (
+from .contract import ImageSpan, ReducedLayout, RopeFrequencies, VisionOutput
+from .patching import (
     attend,
     language_layers,
     patch_language_model,
@@ -17,7 +18,7 @@ from .state import (
     unpatch_language_model,
 )
 
-NAME = "llava"
+NAMES = ("llava",)
 
 
 class _Attention:
@@ -37,24 +38,22 @@ def patch(model, state):
 
 
 unpatch = unpatch_language_model
-
-
 layers = language_layers
 
 
-def rope_thetas(model):
-    """The LM's RoPE frequencies (with linear scaling) and no M-RoPE section."""
+def rope_frequencies(model) -> RopeFrequencies:
+    """The LM's 1-D RoPE frequencies, linear scaling folded in."""
     rope = layers(model)[0].self_attn.rope
-    thetas = cal.rope_thetas(rope.dims, rope.base, scale=rope.scale)
-    return thetas, None
+    return RopeFrequencies(cal.rope_thetas(rope.dims, rope.base, scale=rope.scale))
 
 
 def image_span(model, input_ids):
-    """(start, N) of the one run of image tokens in ``input_ids`` [1, T]."""
-    return _span(input_ids, model.config.image_token_index)
+    """The one run of image tokens in ``input_ids`` [1, T], or None."""
+    return token_span(input_ids, model.config.image_token_index)
 
 
-def _span(input_ids, token):
+def token_span(input_ids, token):
+    """The one contiguous run of ``token`` in ``input_ids`` [1, T], or None."""
     hits = [i for i, t in enumerate(input_ids[0].tolist()) if t == token]
     if not hits:
         return None
@@ -63,10 +62,10 @@ def _span(input_ids, token):
         raise ValueError(
             "only one image per prompt is supported (image tokens not contiguous)"
         )
-    return start, n
+    return ImageSpan(start, n)
 
 
-def encode(model, pixel_values, extra, need_cls=None):
+def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:
     """Visual tokens [1, N, D] as llava prefills them, the grid and, when ``need_cls``
     names a method that reads it, [CLS] attention [1, N]."""
     vision = model.vision_tower.vision_model
@@ -84,7 +83,7 @@ def encode(model, pixel_values, extra, need_cls=None):
     cls = None
     if need_cls:
         cls = _cls_attention(vision, hidden, picks[0], strategy, need_cls)
-    return features, grid, cls
+    return VisionOutput(features, grid, cls)
 
 
 def _cls_attention(vision, hidden, layer, strategy, method):
@@ -115,41 +114,39 @@ def cached_image_features(features):
     return features
 
 
-def full_positions(model, input_ids, extra):
+def full_positions(model, input_ids, sample):
     """Unreduced RoPE positions [T] (llava: 0..T-1)."""
     return mx.arange(input_ids.shape[1], dtype=mx.int32)
 
 
-def layout(model, sample, features, kept, start, n, positions_on):
-    """The reduced prompt: ids, prompt positions, decode shift, generate kwargs.
+def splice_image(input_ids, span: ImageSpan, kept_positions: mx.array, token: int):
+    """Reduced ids [1, P] (the image run replaced by M image tokens) and the original
+    index [P] of every reduced-prompt token in the unreduced prompt."""
+    T, M = input_ids.shape[1], kept_positions.shape[0]
+    start, end = span.start, span.start + span.length
+    image = mx.full((1, M), token, dtype=input_ids.dtype)
+    ids = mx.concatenate([input_ids[:, :start], image, input_ids[:, end:]], axis=1)
+    cols = mx.concatenate(
+        [mx.arange(start), start + kept_positions.astype(mx.int32), mx.arange(end, T)]
+    )
+    return ids, cols.astype(mx.int32)
 
-    ``kept`` [M] are the original indices (0..N-1) of the reduced visual tokens.
-    """
-    ids = sample["input_ids"]
-    T, M = ids.shape[1], features.shape[1]
-    image = mx.full((1, M), model.config.image_token_index, dtype=ids.dtype)
-    reduced = mx.concatenate([ids[:, :start], image, ids[:, start + n :]], axis=1)
-    if positions_on:
-        rope = mx.concatenate(
-            [mx.arange(start), start + kept.astype(mx.int32), mx.arange(start + n, T)]
-        ).astype(mx.int32)
-        shift = cal.decode_shift(n, M)
-    else:
-        rope, shift = None, 0
+
+def layout(model, request) -> ReducedLayout:
+    """The reduced prompt: ids, prompt positions, decode shift, generate kwargs."""
+    sample, span = request.sample, request.span
+    ids, cols = splice_image(
+        sample["input_ids"], span, request.kept, model.config.image_token_index
+    )
     kwargs = {
         "pixel_values": sample["pixel_values"],
-        "cached_image_features": cached_image_features(features),
+        "cached_image_features": cached_image_features(request.features),
     }
-    bias_positions = (
-        rope if rope is not None else mx.arange(reduced.shape[1], dtype=mx.int32)
-    )
-    return dict(
-        ids=reduced,
-        rope=rope,
-        shift=shift,
-        bias_positions=bias_positions,
-        kwargs=kwargs,
-    )
+    if not request.original_positions:
+        positions = mx.arange(ids.shape[1], dtype=mx.int32)
+        return ReducedLayout(ids, positions, kwargs)
+    shift = cal.decode_shift(span.length, request.features.shape[1])
+    return ReducedLayout(ids, cols, kwargs, rope=cols, shift=shift)
 
 
 def run_layer(model, layer, h, positions):

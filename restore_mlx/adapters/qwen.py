@@ -12,8 +12,10 @@ import sys
 
 import mlx.core as mx
 
-from .llava import _span
-from .state import (
+from ..core import calibration as cal
+from .contract import ReducedLayout, RopeFrequencies, VisionOutput
+from .llava import splice_image, token_span
+from .patching import (
     attend,
     language_layers,
     patch_language_model,
@@ -59,24 +61,25 @@ def patch(model, state):
 
 
 unpatch = unpatch_language_model
-
-
 layers = language_layers
 
 
-def rope_thetas(model):
-    """The LM's M-RoPE frequencies and their (t, h, w) sections."""
+def rope_frequencies(model) -> RopeFrequencies:
+    """The LM's M-RoPE frequencies, each on the axis of its chunked section."""
     rotary = layers(model)[0].self_attn.rotary_emb
-    return rotary.inv_freq.astype(mx.float32), list(rotary.mrope_section)
+    thetas = rotary.inv_freq.astype(mx.float32)
+    return RopeFrequencies(
+        thetas, cal.mrope_axes(rotary.mrope_section, thetas.shape[0])
+    )
 
 
 def image_span(model, input_ids):
-    """(start, N) of the one run of image tokens in ``input_ids`` [1, T]."""
-    return _span(input_ids, model.config.image_token_id)
+    """The one run of image tokens in ``input_ids`` [1, T], or None."""
+    return token_span(input_ids, model.config.image_token_id)
 
 
-def encode(model, pixel_values, extra, need_cls=None):
-    """Visual tokens [1, N, D] after the merger, the merged (h, w) grid, no [CLS].
+def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:
+    """Visual tokens [1, N, D] after the merger and the merged (h, w) grid; no [CLS].
 
     ``need_cls`` names the method when it needs [CLS] attention: Qwen's tower has no
     [CLS] token and no substitute is implemented, so that is a ValueError.
@@ -87,7 +90,7 @@ def encode(model, pixel_values, extra, need_cls=None):
             f"{model.config.model_type} vision tower does not have (no [CLS] token); "
             "use a method without cls_attention, e.g. divprune, dart, fastv, tome, pool"
         )
-    thw = extra.get("image_grid_thw")
+    thw = sample.get("image_grid_thw")
     if thw is None or thw.shape[0] != 1:
         raise ValueError("Qwen prompts need image_grid_thw for exactly one image")
     dtype = model.vision_tower.patch_embed.proj.weight.dtype
@@ -97,7 +100,7 @@ def encode(model, pixel_values, extra, need_cls=None):
     t, h, w = thw[0].tolist()
     merge = model.config.vision_config.spatial_merge_size
     grid = (h // merge, w // merge) if t == 1 else None
-    return features[None], grid, None
+    return VisionOutput(features[None], grid)
 
 
 def cached_image_features(features):
@@ -106,26 +109,23 @@ def cached_image_features(features):
     return features[0]
 
 
-def full_positions(model, input_ids, extra):
+def full_positions(model, input_ids, sample):
     """Unreduced (t, h, w) positions [3, T] from mlx-vlm's own ``get_rope_index``."""
     positions, _ = model.language_model.get_rope_index(
-        input_ids, extra.get("image_grid_thw")
+        input_ids, sample.get("image_grid_thw")
     )
     return positions[:, 0, :].astype(mx.int32)
 
 
-def layout(model, sample, features, kept, start, n, positions_on):
+def layout(model, request) -> ReducedLayout:
     """The reduced prompt: ids, (t, h, w) positions, rope_deltas, generate kwargs."""
-    ids = sample["input_ids"]
-    T, M = ids.shape[1], features.shape[1]
-    image = mx.full((1, M), model.config.image_token_id, dtype=ids.dtype)
-    reduced = mx.concatenate([ids[:, :start], image, ids[:, start + n :]], axis=1)
-    P = reduced.shape[1]
-    if positions_on:
-        full = full_positions(model, ids, sample)
-        cols = mx.concatenate(
-            [mx.arange(start), start + kept.astype(mx.int32), mx.arange(start + n, T)]
-        )
+    sample = request.sample
+    ids, cols = splice_image(
+        sample["input_ids"], request.span, request.kept, model.config.image_token_id
+    )
+    P = ids.shape[1]
+    if request.original_positions:
+        full = full_positions(model, sample["input_ids"], sample)
         positions = full[:, cols]
         delta = int(mx.max(full).item()) + 1 - P
     else:
@@ -133,13 +133,11 @@ def layout(model, sample, features, kept, start, n, positions_on):
         delta = 0
     kwargs = {
         "pixel_values": sample["pixel_values"],
-        "cached_image_features": cached_image_features(features),
+        "cached_image_features": cached_image_features(request.features),
         "position_ids": positions[:, None, :],
         "rope_deltas": mx.array([[delta]]),
     }
-    return dict(
-        ids=reduced, rope=None, shift=0, bias_positions=positions, kwargs=kwargs
-    )
+    return ReducedLayout(ids, positions, kwargs)
 
 
 def run_layer(model, layer, h, positions):

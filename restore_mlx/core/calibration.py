@@ -1,14 +1,16 @@
 """Calibrated attention (RESTORE step 4): the additive biases on attention logits.
 
-Pure ``mlx.core``. Everything is built once per prompt, in float32 (Metal has no
-double precision) and cast to the model dtype at the end:
+Pure ``mlx.core``, in float32 (Metal has no double precision), cast to the model
+dtype at the end:
 
 - size bias ``log s_j`` per key (ToMe's proportional attention), optionally the uniform
   ``N/n`` size for every visual key (the reference's first layer);
 - RoPE decay ``c(d) = mean_k cos(d * theta_k)`` from the model's own RoPE settings, its
   M-RoPE form for (t, h, w) positions, and the distance bias ``log(2 - c(d))``;
-- the additive prefill mask (size + distance bias fused with causal masking), the
+- the additive prefill mask rows (size + distance bias fused with causal masking), the
   decode-time per-key bias vector, and the decode position shift.
+
+Where these apply to a model (per request, per forward) is ``restore_mlx.state``.
 """
 
 from typing import Optional, Sequence
@@ -44,21 +46,27 @@ def decay_table(thetas: mx.array, max_distance: int) -> mx.array:
 
 
 def mrope_axes(mrope_section: Sequence[int], num_freqs: int) -> list:
-    """The axis (0 = t, 1 = h, 2 = w) of each frequency, chunked as Qwen2-VL assigns them."""
+    """The axis (0 = t, 1 = h, 2 = w) of each frequency in Qwen2-VL's chunked layout:
+    the first ``mrope_section[0]`` frequencies follow t, the next h, the rest w."""
     if sum(mrope_section) != num_freqs:
         raise ValueError(f"mrope_section {list(mrope_section)} must sum to {num_freqs}")
     return [axis for axis, n in enumerate(mrope_section) for _ in range(n)]
 
 
-def mrope_decay_tables(
-    thetas: mx.array, mrope_section: Sequence[int], max_distance: int
-):
+def mrope_decay_tables(thetas: mx.array, axes: Sequence[int], max_distance: int):
     """Per-axis partial decay tables [3, max_distance + 1].
 
+    ``axes[k]`` is the axis (0 = t, 1 = h, 2 = w) frequency ``k`` rotates with, as the
+    model's own rotary module assigns it (chunked, interleaved...).
     ``c(dt, dh, dw) = sum_a T[a, d_a]`` with ``T[a, d] = (1/K) sum_{k in axis a} cos(d theta_k)``,
     so with ``dt = dh = dw`` it is the 1D ``c(d)``.
     """
-    axes = mx.array(mrope_axes(mrope_section, thetas.shape[0]))
+    if len(axes) != thetas.shape[0] or not set(axes) <= {0, 1, 2}:
+        raise ValueError(
+            f"axes must give an axis in 0..2 for each of the {thetas.shape[0]} "
+            f"frequencies, got {list(axes)}"
+        )
+    axes = mx.array(list(axes))
     d = mx.arange(max_distance + 1, dtype=mx.float32)
     cos = mx.cos(d[:, None] * thetas[None, :])  # [D, K]
     member = (axes[None, :] == mx.arange(3)[:, None]).astype(mx.float32)  # [3, K]
@@ -82,14 +90,15 @@ def distance_bias(positions_q, positions_k, tables) -> mx.array:
     return mx.log(2.0 - decay(positions_q, positions_k, tables))
 
 
-def table_for(thetas, positions: mx.array, mrope_section=None) -> mx.array:
-    """The decay table(s) long enough for the distances among ``positions``."""
+def table_for(thetas, positions: mx.array, axes=None) -> mx.array:
+    """The decay table(s) long enough for the distances among ``positions``: 1D, or per
+    axis for (t, h, w) positions, whose frequencies' ``axes`` must then be given."""
     span = int((mx.max(positions) - mx.min(positions)).item())
     if positions.ndim == 1:
         return decay_table(thetas, span)
-    if mrope_section is None:
-        raise ValueError("(t, h, w) positions need the model's mrope_section")
-    return mrope_decay_tables(thetas, mrope_section, span)
+    if axes is None:
+        raise ValueError("(t, h, w) positions need the axis of every RoPE frequency")
+    return mrope_decay_tables(thetas, axes, span)
 
 
 def log_sizes(sizes: mx.array) -> mx.array:
@@ -120,17 +129,21 @@ def causal_mask(num_queries: int, num_keys: int, offset: int = 0) -> mx.array:
     return mx.where(cols <= rows, 0.0, NEG_INF).astype(mx.float32)
 
 
-def prefill_mask(size_bias=None, dist_bias=None, *, length=None, dtype=mx.float32):
-    """Additive prefill mask [L, L]: size bias per key + distance bias, fused with causal.
+def prefill_mask(
+    size_bias=None, dist_bias=None, *, offset=0, num_keys=None, dtype=mx.float32
+):
+    """Additive prefill mask rows for queries ``offset..num_keys-1`` over keys
+    ``0..num_keys-1``: size bias per key + distance bias, fused with causal masking.
 
-    ``size_bias`` [L] (``log s``) and ``dist_bias`` [L, L] are each optional; the result
-    is in ``dtype`` (the model's), built once per prompt and sliced per chunk.
+    ``size_bias`` [>= num_keys] (``log s``) and ``dist_bias`` [num_keys - offset,
+    num_keys] are each optional. Built per prefill chunk, so the memory is that of the
+    chunk's rows, never [P, P]; every element is the same arithmetic as a one-shot build.
     """
-    if length is None:
-        length = size_bias.shape[0] if size_bias is not None else dist_bias.shape[0]
-    mask = causal_mask(length, length)
+    if num_keys is None:
+        num_keys = size_bias.shape[0] if size_bias is not None else dist_bias.shape[1]
+    mask = causal_mask(num_keys - offset, num_keys, offset)
     if size_bias is not None:
-        mask = mask + size_bias[None, :]
+        mask = mask + size_bias[None, :num_keys]
     if dist_bias is not None:
         mask = mask + dist_bias
     return mask.astype(dtype)

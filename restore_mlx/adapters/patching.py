@@ -1,0 +1,125 @@
+"""Shared patching helpers for adapters: class swaps, the language-model hook, and
+the pieces of an mlx-vlm attention forward that every adapter's attention reuses.
+
+Architecture independent. ``patch_language_model`` swaps the classes of the language
+model and its attention modules (ToMe-style, per instance, undoable): the language
+model asks the ``RestoreState`` for a plan once per forward, and each attention layer
+reads it. With no plan the patched classes call straight through to mlx-vlm's code.
+"""
+
+import mlx.core as mx
+from mlx_vlm.models.base import scaled_dot_product_attention
+
+_SWAPPED = {}
+PATCH_ATTRS = ("_restore", "_restore_layer")
+
+
+def swap_class(obj, mixin, **attrs):
+    """Give ``obj`` a subclass of its class with ``mixin`` first; same parameters."""
+    base = type(obj)
+    if getattr(base, "_restore_base", None) is not None:
+        base = base._restore_base
+    key = (base, mixin)
+    if key not in _SWAPPED:
+        name = f"Restore{base.__name__}"
+        _SWAPPED[key] = type(name, (mixin, base), {"_restore_base": base})
+    obj.__class__ = _SWAPPED[key]
+    for k, v in attrs.items():
+        object.__setattr__(obj, k, v)
+
+
+def unswap_class(obj, *attrs):
+    """Undo ``swap_class``: the original class back, the extra attributes gone."""
+    base = getattr(type(obj), "_restore_base", None)
+    if base is not None:
+        obj.__class__ = base
+    for k in attrs:
+        obj.__dict__.pop(k, None)
+
+
+def cache_offset(cache) -> int:
+    """Tokens already cached: the offset of the first layer cache that has one
+    (linear-attention and conv layers' caches have none)."""
+    for c in cache or ():
+        if c is not None and hasattr(c, "offset"):
+            return int(c.offset)
+    return 0
+
+
+class RestoreLanguageModel:
+    """Mixin for an mlx-vlm ``LanguageModel``: computes the plan once per forward."""
+
+    def __call__(self, inputs, inputs_embeds=None, mask=None, cache=None, **kwargs):
+        state = self._restore
+        length = (inputs_embeds if inputs_embeds is not None else inputs).shape[1]
+        state.plan = state.begin(inputs, length, cache_offset(cache))
+        if mask is not None:  # not every language model takes one; generate never does
+            kwargs["mask"] = mask
+        try:
+            return super().__call__(
+                inputs, inputs_embeds=inputs_embeds, cache=cache, **kwargs
+            )
+        finally:
+            state.plan = None
+
+
+def language_layers(model):
+    """The decoder layers of an mlx-vlm model's language model (``lm.model.layers``)."""
+    return model.language_model.model.layers
+
+
+def patch_language_model(model, state, attention_mixin, layers=language_layers):
+    """Swap the classes of the language model and of every layer's attention."""
+    swap_class(model.language_model, RestoreLanguageModel, _restore=state)
+    for i, layer in enumerate(layers(model)):
+        swap_class(layer.self_attn, attention_mixin, _restore=state, _restore_layer=i)
+
+
+def unpatch_language_model(model, layers=language_layers):
+    """Undo ``patch_language_model``."""
+    unswap_class(model.language_model, *PATCH_ATTRS)
+    for layer in layers(model):
+        unswap_class(layer.self_attn, *PATCH_ATTRS)
+
+
+def rope_at(rope, x: mx.array, positions: mx.array) -> mx.array:
+    """Apply ``rope`` (an ``nn.RoPE``) to x [B, H, L, D] at per-token ``positions`` [L].
+
+    ``mx.fast.rope`` takes one offset per batch row, so the token axis moves into the
+    batch axis: every token is its own row of length 1 at its own offset. On contiguous
+    positions this equals the plain call to the bit.
+    """
+    B, H, L, D = x.shape
+    rows = x.transpose(0, 2, 1, 3).reshape(B * L, H, 1, D)
+    offsets = mx.tile(positions.astype(mx.int32), (B,))
+    out = mx.fast.rope(
+        rows,
+        rope.dims,
+        traditional=rope.traditional,
+        base=rope.base,
+        scale=rope.scale,
+        offset=offsets,
+    )
+    return out.reshape(B, L, H, D).transpose(0, 2, 1, 3)
+
+
+def project_qkv(attn, x: mx.array):
+    """An mlx-vlm attention module's queries [B, H, L, D], keys and values
+    [B, Hkv, L, D] and pre-RoPE keys [B, L, Hkv*D], before RoPE."""
+    B, L, _ = x.shape
+    raw = attn.k_proj(x)
+    q = attn.q_proj(x).reshape(B, L, attn.n_heads, -1).transpose(0, 2, 1, 3)
+    k = raw.reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    v = attn.v_proj(x).reshape(B, L, attn.n_kv_heads, -1).transpose(0, 2, 1, 3)
+    return q, k, v, raw
+
+
+def attend(attn, plan, q, k, v, mask, cache) -> mx.array:
+    """The rest of an mlx-vlm attention after RoPE: cache update, trace, SDPA with the
+    plan's mask, output projection."""
+    B, _, L, _ = q.shape
+    if cache is not None:
+        k, v = cache.update_and_fetch(k, v)
+    plan.observe(q, k, mask, attn.scale)
+    out = scaled_dot_product_attention(q, k, v, cache, scale=attn.scale, mask=mask)
+    return attn.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
