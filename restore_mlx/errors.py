@@ -13,8 +13,23 @@ class InputError(ValueError):
     """Bad user input (path, flag, budget, model). The CLIs print it and exit 2."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every flag's default, except where none is given: a required
+    flag, or a default of None, whose help text says in words what happens unset."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are a single line on stderr, exit 2."""
+    """An ArgumentParser whose usage errors are a single line on stderr, exit 2, and
+    whose ``--help`` shows the defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         fail(message, prog=self.prog)
