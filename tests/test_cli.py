@@ -103,7 +103,7 @@ def _bad_image(tmp_path):
         (["--image", "{img}", "--keep", "1.5"], "--keep must be in"),
         (["--image", "{img}", "--tokens", "1000"], "tokens must be in"),
         (["--image", "{img}", "--overlay", "{tmp}/no/o.png"], "--overlay"),
-        (["--image", "{img}", "--image", "{img}"], "one --image per prompt"),
+        (["--image", "{img}", "--image", "{img}"], "several images per prompt"),
         (["--overlay", "{tmp}/o.png"], "--overlay needs an --image"),
         (["--image", "{img}", "--keep"], "expected one argument"),
     ],
@@ -121,6 +121,46 @@ def test_bad_inputs_exit_2_one_line_nothing_written(
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert "Traceback" not in err
     assert not stats_file.exists() and not (tmp_path / "o.png").exists()
+
+
+# Flag values that cannot work: refused before the model's config is even read.
+EARLY_GAPS = [
+    (["--image", "{img}", "{img}"], "several images per prompt are not supported yet"),
+    (["--image", "{img}", "--overlay", "{tmp}/o.txt"], "must end in .png"),
+    (["--image", "{img}", "--max-tokens", "0"], "--max-tokens must be at least 1"),
+    (["--image", "{img}", "--max-tokens", "-1"], "--max-tokens must be at least 1"),
+    (["--image", "{img}", "--prompt", ""], "--prompt must not be empty"),
+    (["--image", "{img}", "--prompt", " \t "], "--prompt must not be empty"),
+    (["--image", "{img}", "--resize-shape", "1", "2", "3"], "--resize-shape"),
+    (["--image", "{img}", "--processor-kwargs", "{"], "--processor-kwargs"),
+    (["--image", "{img}", "--processor-kwargs", "[1]"], "a JSON object"),
+    (["--image", "{img}", "--kv-bits", "7"], "--kv-bits 7 is not supported"),
+    (
+        ["--image", "{img}", "--kv-bits", "4", "--kv-group-size", "16"],
+        "--kv-group-size 16",
+    ),
+    (["--image", "{img}", "--max-kv-size", "8", "--max-tokens", "8"], "--max-kv-size"),
+    (["--image", "{img}", "--prefill-step-size", "0"], "--prefill-step-size"),
+]
+
+
+@pytest.mark.parametrize("extra, message", EARLY_GAPS)
+def test_input_gaps_fail_before_any_work(tmp_path, capsys, monkeypatch, extra, message):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was looked at before the flags were checked")
+
+    monkeypatch.setattr("restore_mlx.convert.read_model_config", no_work)
+    monkeypatch.setattr("restore_mlx.adapters.processors.load", no_work)
+    image = write_image(tmp_path / "p.png", 32)
+    extra = [str(image) if a == "{img}" else a.replace("{tmp}", str(tmp_path))
+             for a in extra]  # fmt: skip
+    stats_file = tmp_path / "stats.json"
+    argv = ["--model", tmp_path / "m", "--prompt", "hi", "--stats-json", stats_file,
+            *extra]  # fmt: skip
+    code, out, err = _run(argv, capsys)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
 
 
 def test_unsupported_architecture(tmp_path, capsys):
