@@ -233,3 +233,98 @@ def test_library_generate_reduces_only_when_applied(llava):
     restore_mlx.remove(model)
     again = restore_mlx.generate(model, processor, prompt, str(image), max_tokens=2)
     assert again.prompt_tokens == plain.prompt_tokens
+
+
+def _spy(monkeypatch, target):
+    """Wrap ``module.name`` so that each call's keyword arguments are recorded."""
+    import importlib
+
+    module_name, name = target.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    real, calls = getattr(module, name), []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def test_mlx_vlm_flags_reach_loading_processing_and_generation(
+    llava, tmp_path, capsys, monkeypatch
+):
+    model, image = llava
+    loads = _spy(monkeypatch, "restore_mlx.adapters.processors.load")
+    processed = _spy(monkeypatch, "mlx_vlm.utils.prepare_inputs")
+    generated = _spy(monkeypatch, "mlx_vlm.stream_generate")
+    argv = [
+        "--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 3,
+        "--revision", "main", "--temperature", 0.7, "--top-p", 0.9, "--top-k", 5,
+        "--min-p", 0.05, "--repetition-penalty", 1.1, "--repetition-context-size", 7,
+        "--presence-penalty", 0.2, "--presence-context-size", 6,
+        "--frequency-penalty", 0.3, "--frequency-context-size", 5, "--seed", 3,
+        "--prefill-step-size", 16, "--max-kv-size", 4096, "--quantized-kv-start",
+        9999, "--kv-bits", 8, "--kv-group-size", 32, "--skip-special-tokens",
+        "--eos-tokens", "\\u2581end", "--resize-shape", 40,
+        "--processor-kwargs", '{"do_rescale": true}',
+    ]  # fmt: skip
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    assert loads[0] == {
+        "adapter_path": None, "revision": "main", "trust_remote_code": False
+    }  # fmt: skip
+    assert processed[0]["resize_shape"] == (40, 40)
+    assert processed[0]["do_rescale"] is True
+    expected = dict(
+        max_tokens=3, temperature=0.7, top_p=0.9, top_k=5, min_p=0.05,
+        repetition_penalty=1.1, repetition_context_size=7, presence_penalty=0.2,
+        presence_context_size=6, frequency_penalty=0.3, frequency_context_size=5,
+        seed=3, prefill_step_size=16, max_kv_size=4096, quantized_kv_start=9999,
+        kv_bits=8.0, kv_group_size=32, kv_quant_scheme="uniform",
+        skip_special_tokens=True,
+    )  # fmt: skip
+    (kwargs,) = generated
+    assert {k: kwargs.get(k) for k in expected} == expected
+    # Consumed before mlx-vlm's stream_generate, which does not know them.
+    assert not {"eos_tokens", "resize_shape", "processor_kwargs"} & set(kwargs)
+    assert "input_ids" in kwargs  # the reduced prompt
+    assert "Visual tokens: 64 -> 32" in out
+
+
+def test_rotating_cache_too_small_for_the_reduced_prompt(llava, tmp_path, capsys):
+    model, image = llava
+    stats_file = tmp_path / "s.json"
+    base = ["--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 4,
+            "--stats-json", stats_file]  # fmt: skip
+    code, _, err = _run([*base, "--max-kv-size", 20], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "would wrap" in err and "max_kv_size to at least" in err
+    assert not stats_file.exists()
+
+    code, _, err = _run([*base, "--max-kv-size", 512], capsys)
+    assert code == 0, err
+    assert json.loads(stats_file.read_text())["visual_tokens_after"] == 32
+
+
+def test_verbose_shows_the_prompt(llava, capsys):
+    model, image = llava
+    argv = ["--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 1,
+            "--verbose"]  # fmt: skip
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "Prompt:" in out and "hi" in out and "Visual tokens" in out
+
+
+def test_help_names_the_command_and_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: restore-mlx-generate")
+    from mlx_vlm.generate.common import DEFAULT_MAX_TOKENS, DEFAULT_PREFILL_STEP_SIZE
+
+    assert f"(default: {DEFAULT_MAX_TOKENS})" in out
+    assert f"(default: {DEFAULT_PREFILL_STEP_SIZE})" in out
+    for flag in ("--top-p", "--kv-bits", "--adapter-path", "--verbose, --no-verbose"):
+        assert flag in out
