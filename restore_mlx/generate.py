@@ -433,9 +433,9 @@ def _output_flags(p) -> None:
         "--overlay",
         default=None,
         help="Write a PNG (path ending in .png) of the image with the reduction "
-        "drawn over it: green outlines mark kept tokens (one patch each), tinted "
-        "areas with white borders are merged groups (one colour per group); a "
-        "legend below says so (default: not written).",
+        "drawn over it: a green outline marks a kept token (one patch each); a "
+        "light tint with an outline in the same colour marks a merged group (one "
+        "colour per group); a legend below says so (default: not written).",
     )
 
 
