@@ -3,7 +3,12 @@
 ``generate`` / ``stream_generate`` take the same arguments as mlx-vlm's. When the model
 has RESTORE applied (``restore_mlx.apply``) and there is an image, the prompt is
 reduced first (``restore_mlx.prepare_inputs``) and mlx-vlm generates from the reduced
-sequence; otherwise they are plain mlx-vlm.
+sequence; otherwise they are plain mlx-vlm. While reducing, ``resize_shape`` and
+``processor_kwargs`` (a dict) go to the processor, and a rotating cache
+(``max_kv_size``) that the reduced prompt plus ``max_tokens`` would wrap raises
+KVCacheTooSmall (a ValueError) instead of misplacing RESTORE's biases.
+
+The CLI takes mlx_vlm.generate's flags for an image prompt, same names and defaults.
 
     python -m restore_mlx.generate --model mlx-community/llava-1.5-7b-4bit \\
         --image cat.png --prompt "What is in the image?" --preset mobile-50
@@ -460,7 +465,7 @@ def _label(config, preset) -> str:
 
 
 def check_args(args) -> None:
-    """InputError for flag values that cannot work, before anything is read or loaded."""
+    """InputError for flag values that cannot work, before anything is read."""
     images = args.image or []
     if len(images) > 1:
         raise InputError("several images per prompt are not supported yet")
@@ -469,8 +474,9 @@ def check_args(args) -> None:
     if args.max_tokens < 1:
         raise InputError(f"--max-tokens must be at least 1, got {args.max_tokens}")
     if args.overlay and not args.overlay.lower().endswith(".png"):
-        raise InputError(f"--overlay writes a PNG: its path must end in .png, got "
-                         f"{args.overlay}")  # fmt: skip
+        raise InputError(
+            f"--overlay writes a PNG: its path must end in .png, got {args.overlay}"
+        )
     if args.overlay and (not images or "://" in images[0]):
         raise InputError("--overlay needs an --image that is a local file")
     _check_processing(args)
@@ -509,11 +515,16 @@ def _check_cache(args) -> None:
     if args.kv_bits is not None and uniform:
         # mlx quantizes the uniform cache with mx.quantize: the same widths as weights.
         if int(args.kv_bits) not in QUANT_BITS:
-            raise InputError(f"--kv-bits {args.kv_bits:g} is not supported; choose "
-                             f"from {', '.join(map(str, QUANT_BITS))}")  # fmt: skip
+            choices = ", ".join(map(str, QUANT_BITS))
+            raise InputError(
+                f"--kv-bits {args.kv_bits:g} is not supported; choose from {choices}"
+            )
         if args.kv_group_size not in QUANT_GROUP_SIZES:
-            raise InputError(f"--kv-group-size {args.kv_group_size} is not supported; "
-                             f"choose from {', '.join(map(str, QUANT_GROUP_SIZES))}")  # fmt: skip
+            choices = ", ".join(map(str, QUANT_GROUP_SIZES))
+            raise InputError(
+                f"--kv-group-size {args.kv_group_size} is not supported; "
+                f"choose from {choices}"
+            )
 
 
 def generation_kwargs(args) -> dict:
@@ -528,7 +539,7 @@ def generation_kwargs(args) -> dict:
 
 
 def _unescape(token: str) -> str:
-    """An --eos-tokens value with backslash escapes decoded, as mlx_vlm.generate does."""
+    """An --eos-tokens value with its backslash escapes decoded, as in mlx-vlm."""
     try:
         return codecs.decode(token, "unicode_escape")
     except (UnicodeDecodeError, UnicodeError):
