@@ -18,7 +18,6 @@ after it, and a run pays one tower pass per repeat instead of one per row.
 ``restore_mlx.bench_configs``), a local path or a hub id (real weights via mlx-vlm).
 """
 
-import argparse
 import json
 import sys
 import time
@@ -33,6 +32,7 @@ from .bench_configs import DEFAULT_MODELS
 from .bench_report import add_ratios, machine, markdown, plot, rows_from_log, summarize
 from .bench_subject import Subject, load_subject
 from .config import RestoreConfig
+from .errors import InputError, OneLineParser, check_can_plot, fail
 
 DEFAULT_KEEP = (1.0, 0.75, 0.5, 0.25, 0.11)
 DEFAULT_METHODS = ("divprune", "pool")
@@ -290,17 +290,45 @@ def _profile_spec(text):
     return method, float(keep)
 
 
-def configure_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", nargs="+", default=list(DEFAULT_MODELS))
-    p.add_argument("--keep", type=_floats, default=DEFAULT_KEEP)
-    p.add_argument(
-        "--methods", type=lambda t: tuple(t.split(",")), default=DEFAULT_METHODS
+def configure_parser() -> OneLineParser:
+    from .bench_configs import BUILTIN
+
+    p = OneLineParser(
+        prog="python -m restore_mlx.bench", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--model",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help=f"built-in configs ({', '.join(sorted(BUILTIN))}; random weights), "
+        f"local folders or hub ids (default: {' '.join(DEFAULT_MODELS)})",
+    )
+    p.add_argument(
+        "--keep",
+        type=_floats,
+        default=",".join(map(str, DEFAULT_KEEP)),  # argparse parses it: shown as typed
+        help="comma-separated kept fractions of the visual tokens",
+    )
+    p.add_argument(
+        "--methods",
+        type=lambda t: tuple(t.split(",")),
+        default=",".join(DEFAULT_METHODS),
+        help="comma-separated base reducers, each run alone and with RESTORE",
+    )
+    p.add_argument("--repeats", type=int, default=3, help="interleaved timed passes")
     p.add_argument("--max-tokens", type=int, default=8, help="decoded tokens per run")
-    p.add_argument("--prefill-step-size", type=int, default=2048)
-    p.add_argument("--image-size", type=int, default=None, help="built-ins: image side")
+    p.add_argument(
+        "--prefill-step-size",
+        type=int,
+        default=2048,
+        help="tokens per prefill chunk, as mlx-vlm's flag of that name",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="built-ins: image side in pixels (default: the config's own)",
+    )
     p.add_argument(
         "--reuse-vision",
         action="store_true",
@@ -312,20 +340,42 @@ def configure_parser() -> argparse.ArgumentParser:
         type=_profile_spec,
         default=None,
         metavar="METHOD:KEEP",
-        help="also time the RESTORE path stage by stage, e.g. divprune:0.25",
+        help="also time the RESTORE path stage by stage, e.g. divprune:0.25 "
+        "(default: no profile)",
     )
     p.add_argument("--profile-only", action="store_true", help="skip the table rows")
     p.add_argument(
-        "--from-log", type=Path, default=None, help="rebuild from a run's log"
+        "--from-log",
+        type=Path,
+        default=None,
+        help="rebuild the report from a run's log instead of measuring "
+        "(default: measure)",
     )
-    p.add_argument("--json", type=Path, default=None, help="write the rows here")
-    p.add_argument("--markdown", type=Path, default=None, help="write the table here")
-    p.add_argument("--plot", type=Path, default=None, help="TTFT/memory PNG here")
+    p.add_argument(
+        "--json", type=Path, default=None, help="write the rows here (default: none)"
+    )
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="write the table here (default: printed only)",
+    )
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="TTFT/memory PNG here; needs matplotlib (default: no plot)",
+    )
     return p
 
 
 def main(argv=None):
-    args = configure_parser().parse_args(argv)
+    parser = configure_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_can_plot(args.plot)  # before the minutes of measuring, not after
+    except InputError as e:
+        fail(e, prog=parser.prog)
     if args.from_log:
         lines = args.from_log.read_text().splitlines()
         rows = add_ratios(rows_from_log(lines))

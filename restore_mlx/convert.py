@@ -22,6 +22,11 @@ from .errors import InputError, OneLineParser, fail
 from .presets import DEFAULT_PRESET, PRESETS, get_preset
 
 DTYPES = ("float16", "bfloat16", "float32")
+# What mlx.core.quantize (mlx 0.32.4, mode "affine") accepts, found by trying every
+# width and group size on it: 1 to 8 bits except 7, groups of 32, 64 or 128. Checked
+# before any work, so a typo fails at once instead of after the weights are read.
+QUANT_BITS = (1, 2, 3, 4, 5, 6, 8)
+QUANT_GROUP_SIZES = (32, 64, 128)
 PRESET_KEY = "restore_preset"
 
 
@@ -104,6 +109,20 @@ def _check_paths(hf_path: str, out: Path, force: bool) -> None:
         raise InputError(f"parent folder of {out} does not exist")
 
 
+def check_quantization(bits, group_size, what: str = "quantization") -> None:
+    """An InputError unless MLX's affine quantizer takes ``bits`` and ``group_size``."""
+    if bits not in QUANT_BITS:
+        raise InputError(
+            f"{what}: {bits} bits is not supported; "
+            f"choose from {', '.join(map(str, QUANT_BITS))}"
+        )
+    if group_size not in QUANT_GROUP_SIZES:
+        raise InputError(
+            f"{what}: group size {group_size} is not supported; "
+            f"choose from {', '.join(map(str, QUANT_GROUP_SIZES))}"
+        )
+
+
 def convert(
     hf_path: str,
     mlx_path: str = "mlx_model",
@@ -116,8 +135,9 @@ def convert(
 ) -> Path:
     """Convert ``hf_path`` (folder or hub id) into an MLX model folder ``mlx_path``.
 
-    Raises InputError (before any heavy work) for an unknown preset or dtype, an
-    unsupported architecture, or an existing ``mlx_path`` without ``force``.
+    Raises InputError (before any heavy work) for an unknown preset or dtype, bits or
+    a group size MLX cannot quantize to, an unsupported architecture, or an existing
+    ``mlx_path`` without ``force``.
     """
     try:
         get_preset(preset)
@@ -125,6 +145,8 @@ def convert(
         raise InputError(str(e)) from None
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    if quantize:
+        check_quantization(q_bits, q_group_size)
     out = Path(mlx_path).expanduser()
     _check_paths(hf_path, out, force)
     check_supported(read_model_config(hf_path), source=str(hf_path))
@@ -164,18 +186,31 @@ def configure_parser() -> OneLineParser:
         required=True,
         help="Local folder or Hugging Face repo id.",
     )
-    parser.add_argument("--mlx-path", default="mlx_model", help="Output folder.")
+    parser.add_argument(
+        "--mlx-path",
+        default="mlx_model",
+        help="Output folder (written whole or not at all).",
+    )
     parser.add_argument(
         "-q",
         "--quantize",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="Quantize the language model (default: on; "
-        "--no-quantize keeps full precision).",
+        help="Quantize the language model; --no-quantize keeps full precision.",
     )
-    parser.add_argument("--q-bits", type=int, default=4, help="Bits per weight.")
     parser.add_argument(
-        "--q-group-size", type=int, default=64, help="Quantization group size."
+        "--q-bits",
+        type=int,
+        default=4,
+        choices=QUANT_BITS,
+        help="Bits per quantized weight.",
+    )
+    parser.add_argument(
+        "--q-group-size",
+        type=int,
+        default=64,
+        choices=QUANT_GROUP_SIZES,
+        help="Weights sharing one quantization scale and bias.",
     )
     parser.add_argument(
         "--dtype",

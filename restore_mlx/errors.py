@@ -13,8 +13,25 @@ class InputError(ValueError):
     """Bad user input (path, flag, budget, model). The CLIs print it and exit 2."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every flag's default, except where none is given: a required
+    flag, or a default of None, whose help text says in words what happens unset, and
+    help that spells its default out itself ("(default: ...)")."""
+
+    def _get_help_string(self, action):
+        spelled_out = "(default:" in (action.help or "")
+        if action.required or action.default is None or spelled_out:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are a single line on stderr, exit 2."""
+    """An ArgumentParser whose usage errors are a single line on stderr, exit 2, and
+    whose ``--help`` shows the defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         fail(message, prog=self.prog)
@@ -52,6 +69,21 @@ def check_output(path, flag: str) -> None:
     """An InputError unless the folder that will hold ``path`` exists."""
     if path is not None and not Path(path).expanduser().parent.is_dir():
         raise InputError(f"{flag}: folder of {path} does not exist")
+
+
+def check_can_plot(path, flag: str = "--plot") -> None:
+    """An InputError when ``flag`` asks for a plot and matplotlib is missing: said
+    before the work whose results it would draw, not after."""
+    if path is None:
+        return
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError(
+            f"{flag} needs matplotlib: pip install matplotlib "
+            "(or restore-mlx[plot]), or leave out "
+            f"{flag}"
+        ) from None
 
 
 def write_atomic(path, write, binary: bool = False) -> Path:

@@ -23,7 +23,14 @@ greedy generation from the same reduced prompt.
 import sys
 import time
 
-from .errors import InputError, OneLineParser, check_output, fail, write_json_atomic
+from .errors import (
+    InputError,
+    OneLineParser,
+    check_can_plot,
+    check_output,
+    fail,
+    write_json_atomic,
+)
 from .presets import VARIANTS
 
 DEFAULT_KEEPS = (0.75, 0.5, 0.25, 0.11)
@@ -214,12 +221,11 @@ def run(args) -> dict:
     if args.json:
         write_json_atomic(args.json, doc)
     md_path = args.markdown or (_sibling(args.json, ".md") if args.json else None)
-    png_path = args.plot or (_sibling(args.json, ".png") if args.json else None)
     if md_path:
         with open(md_path, "w") as f:
             f.write(text + "\n")
-    if png_path:
-        plot(rows, png_path, n_visual, f"{args.model}: {source}")
+    if args.plot:  # only when asked for: matplotlib is an optional dependency
+        plot(rows, args.plot, n_visual, f"{args.model}: {source}")
     print(text)
     return doc
 
@@ -234,33 +240,65 @@ def configure_parser():
     from . import REDUCERS
 
     p = OneLineParser(
-        prog="python -m restore_mlx.eval", description=__doc__.splitlines()[0]
+        prog="python -m restore_mlx.eval",
+        description=__doc__.splitlines()[0].split(":")[0] + ".",
     )
     p.add_argument("--model", required=True, help="mlx-vlm checkpoint folder or hub id")
     p.add_argument(
         "--data", default=None, help="benchmark JSONL (default: probe questions)"
     )
-    p.add_argument("--image-root", default=None, help="folder for --data image paths")
+    p.add_argument(
+        "--image-root",
+        default=None,
+        help="folder for --data image paths (default: the JSONL's folder)",
+    )
     p.add_argument("--seed", type=int, default=0, help="probe test-set seed")
     p.add_argument(
         "--samples", type=int, default=25,
         help="probe: questions per family; --data: at most this many questions",
     )  # fmt: skip
-    p.add_argument("--keep", type=float, nargs="+", default=list(DEFAULT_KEEPS))
     p.add_argument(
-        "--methods", nargs="+", default=list(REDUCERS), choices=list(REDUCERS)
+        "--keep",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_KEEPS),
+        help="kept fractions of the visual tokens, each in (0, 1) "
+        f"(default: {' '.join(map(str, DEFAULT_KEEPS))})",
     )
     p.add_argument(
-        "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS)
+        "--methods",
+        nargs="+",
+        default=list(REDUCERS),
+        choices=list(REDUCERS),
+        metavar="METHOD",
+        help=f"base reducers to evaluate, from: {', '.join(REDUCERS)} (default: all)",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        metavar="VARIANT",
+        help=f"RESTORE variants of each reducer, from: {', '.join(VARIANTS)} "
+        "(default: all)",
     )
     p.add_argument("--max-tokens", type=int, default=1, help="answer length limit")
     p.add_argument(
-        "--json", default=None, help="write rows here (and .md/.png next to it)"
+        "--json",
+        default=None,
+        help="write rows here, and the markdown table next to it (default: none)",
     )
     p.add_argument(
-        "--markdown", default=None, help="markdown path (default: next to --json)"
+        "--markdown",
+        default=None,
+        help="markdown path (default: next to --json, else not written)",
     )
-    p.add_argument("--plot", default=None, help="PNG path (default: next to --json)")
+    p.add_argument(
+        "--plot",
+        default=None,
+        help="draw accuracy vs kept tokens into this PNG; needs matplotlib "
+        "(default: no plot)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -280,6 +318,7 @@ def check_args(args) -> None:
         (args.plot, "--plot"),
     ):
         check_output(path, flag)
+    check_can_plot(args.plot)
 
 
 def main(argv=None):

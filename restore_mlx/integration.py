@@ -210,21 +210,42 @@ def _check_fits(model, adapter, encoded, n, cfg):
 
 
 def prepare_inputs(
-    model, processor, prompt, images, *, config=None, encoded=None
+    model,
+    processor,
+    prompt,
+    images,
+    *,
+    config=None,
+    encoded=None,
+    resize_shape=None,
+    processor_kwargs=None,
 ) -> PreparedPrompt:
     """Process a chat-formatted ``prompt`` with ``images`` (paths or PIL images), reduce
     its visual tokens and arm the model for it. Only batch 1 (one prompt, at most one
     image) is supported, as in mlx-vlm's own generate. ``config`` overrides the applied
     recipe for this request only; ``encoded`` (from ``encode_image``) reuses an earlier
-    pass of the vision tower over the same image."""
-    sample = tokenize_prompt(model, processor, prompt, images)
+    pass of the vision tower over the same image; ``resize_shape`` and
+    ``processor_kwargs`` go to the processor (see ``tokenize_prompt``)."""
+    sample = tokenize_prompt(
+        model,
+        processor,
+        prompt,
+        images,
+        resize_shape=resize_shape,
+        processor_kwargs=processor_kwargs,
+    )
     return prepare_tokens(model, sample, config=config, encoded=encoded)
 
 
-def tokenize_prompt(model, processor, prompt, images) -> dict:
+def tokenize_prompt(
+    model, processor, prompt, images, *, resize_shape=None, processor_kwargs=None
+) -> dict:
     """Processor output for ``prompt`` and ``images``, tokenized exactly as
     ``mlx_vlm.stream_generate`` would tokenize them (the input of ``prepare_tokens``).
+    ``resize_shape`` (one side or (height, width)) and ``processor_kwargs`` (a dict of
+    extra processor arguments) are mlx-vlm's options of the same names.
     """
+    from mlx_vlm.generate.dispatch import normalize_resize_shape
     from mlx_vlm.utils import prepare_inputs as vlm_prepare
     from mlx_vlm.utils import should_add_special_tokens
 
@@ -238,9 +259,11 @@ def tokenize_prompt(model, processor, prompt, images) -> dict:
         images=list(images) or None,
         prompts=prompt,
         image_token_index=getattr(model.config, "image_token_index", None),
+        resize_shape=normalize_resize_shape(resize_shape),
         add_special_tokens=should_add_special_tokens(
             model.config.model_type, processor
         ),
+        **(processor_kwargs or {}),
     )
     return {k: v for k, v in inputs.items() if k != "attention_mask" and v is not None}
 

@@ -37,16 +37,23 @@ def measured_generate(model, processor, prompt, images, config, on_text=None, **
     """Generate once and time it: ``(PreparedPrompt or None, Stats)``.
 
     ``model`` must have RESTORE applied with ``config`` when there are ``images``;
-    ``on_text`` receives each streamed piece of text. ``kwargs`` go to mlx-vlm.
+    ``on_text`` receives each streamed piece of text. ``kwargs`` are those of
+    ``mlx_vlm.generate``: ``eos_tokens`` stop generation as there, ``resize_shape``
+    and ``processor_kwargs`` (a dict) go to the processor, the rest to mlx-vlm's
+    ``stream_generate``. A rotating cache (``max_kv_size``) that a reduced prompt
+    would wrap is an InputError, before generation starts.
     """
     import mlx.core as mx
     from mlx_vlm import stream_generate as vlm_stream_generate
 
     from .generate import reduced_call
 
+    _stop_on(model, processor, kwargs.pop("eos_tokens", None))
     mx.reset_peak_memory()
     start = time.perf_counter()
     prepared = None
+    if not images:  # nothing for the processor to shape
+        kwargs = {k: v for k, v in kwargs.items() if k != "processor_kwargs"}
     if images:
         try:
             prepared, kwargs = reduced_call(model, processor, prompt, images, kwargs)
@@ -79,6 +86,20 @@ def measured_generate(model, processor, prompt, images, config, on_text=None, **
         reduce_s=prepared.reduce_s if prepared else 0.0,
     )
     return prepared, stats
+
+
+def _stop_on(model, processor, eos_tokens) -> None:
+    """The tokenizer's stopping criteria as ``mlx_vlm.generate`` sets them (its
+    ``stream_generate``, used here, leaves them as they are): the model's EOS tokens,
+    plus ``eos_tokens`` when given."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    criteria = getattr(tokenizer, "stopping_criteria", None)
+    if criteria is None:
+        return
+    if eos_tokens is not None:
+        criteria.add_eos_token_ids(eos_tokens)
+    else:
+        criteria.reset(model.config.eos_token_id)
 
 
 def format_stats(stats: Stats, label: str = "") -> str:

@@ -1,8 +1,10 @@
 """Draw a reduction over its image: which patches each reduced token stands for.
 
-Kept tokens (chosen by the base reducer, one patch each) get an outline; merged groups
-are tinted, one colour per group, with borders where neighbouring patches belong to
-different groups. Pure functions of the image and the reduction's bookkeeping.
+Kept tokens (chosen by the base reducer, one patch each) get a green outline; merged
+groups get a light tint, one colour per group, and an outline in that colour where
+neighbouring patches belong to another group. The tint is light so the picture stays
+readable under it; a legend below the picture says what the marks mean. Pure
+functions of the image and the reduction's bookkeeping.
 """
 
 import colorsys
@@ -14,8 +16,12 @@ import numpy as np
 from .errors import write_atomic
 
 KEPT_COLOR = (0, 255, 0)
-BORDER_COLOR = (255, 255, 255)
-TINT_ALPHA = 0.45
+# Light enough that the picture shows through; the group outlines carry the colour.
+TINT_ALPHA = 0.25
+LEGEND_BACKGROUND = (255, 255, 255)
+LEGEND_TEXT = (0, 0, 0)
+LEGEND_PAD = 4
+LEGEND_SWATCH = 12
 
 
 def group_colors(num: int, seed: int = 0) -> np.ndarray:
@@ -30,13 +36,24 @@ def _cell_edges(cells: int, pixels: int) -> np.ndarray:
 
 
 def render_overlay(image, assignment, merged, grid, min_cell_px: int = 16):
-    """The overlay as a new RGB ``PIL.Image``.
+    """The overlay as a new RGB ``PIL.Image``: the marked picture on top, its legend
+    below (``draw_reduction`` and ``add_legend``).
 
     ``image``: a PIL image (the grid is stretched over all of it). ``assignment``: [N]
     reduced-token index of every original token, row-major over ``grid`` = (rows, cols)
     with rows * cols == N. ``merged``: [M] bool, True for tokens made by anchor merging.
     The image is upscaled so each grid cell is at least ``min_cell_px`` pixels.
     """
+    picture = draw_reduction(image, assignment, merged, grid, min_cell_px)
+    merged = np.asarray(merged).reshape(-1).astype(bool)
+    used = np.unique(np.asarray(assignment).reshape(-1))
+    kept = int((~merged[used]).sum())
+    groups = used[merged[used]]
+    return add_legend(picture, kept, len(groups), group_colors(merged.size)[groups])
+
+
+def draw_reduction(image, assignment, merged, grid, min_cell_px: int = 16):
+    """The picture with the reduction drawn over it, no legend (see render_overlay)."""
     from PIL import Image
 
     rows, cols = grid
@@ -58,7 +75,7 @@ def render_overlay(image, assignment, merged, grid, min_cell_px: int = 16):
             block = pixels[ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
             if merged[g]:
                 block[:] = (1 - TINT_ALPHA) * block + TINT_ALPHA * colors[g]
-                _group_borders(block, labels, r, c)
+                _group_borders(block, labels, r, c, colors[g])
             else:
                 _outline(block, KEPT_COLOR)
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
@@ -69,18 +86,64 @@ def _outline(block: np.ndarray, color) -> None:
     block[:, 0] = block[:, -1] = color
 
 
-def _group_borders(block: np.ndarray, labels: np.ndarray, r: int, c: int) -> None:
-    """Draw this cell's sides that face a cell of another group."""
+def _group_borders(block, labels: np.ndarray, r: int, c: int, color) -> None:
+    """Outline, in the group's colour, this cell's sides that face another group."""
     rows, cols = labels.shape
     g = labels[r, c]
     if r == 0 or labels[r - 1, c] != g:
-        block[0, :] = BORDER_COLOR
+        block[0, :] = color
     if r == rows - 1 or labels[r + 1, c] != g:
-        block[-1, :] = BORDER_COLOR
+        block[-1, :] = color
     if c == 0 or labels[r, c - 1] != g:
-        block[:, 0] = BORDER_COLOR
+        block[:, 0] = color
     if c == cols - 1 or labels[r, c + 1] != g:
-        block[:, -1] = BORDER_COLOR
+        block[:, -1] = color
+
+
+def legend_lines(kept: int, groups: int) -> tuple:
+    """The legend's two entries: what a green outline and a tint stand for."""
+    return (
+        f"kept token, one patch each ({kept})",
+        f"merged group, one colour per group ({groups})",
+    )
+
+
+def add_legend(picture, kept: int, groups: int, colors):
+    """``picture`` with a legend strip below it: a green-outlined swatch for kept
+    tokens, swatches in the first group colours for merged groups. The canvas widens
+    (white on the right) when the legend is wider than a small picture."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    lines = legend_lines(kept, groups)
+    probe = ImageDraw.Draw(picture)
+    boxes = [probe.textbbox((0, 0), line, font=font) for line in lines]
+    row_h = max(LEGEND_SWATCH, *(b[3] - b[1] for b in boxes)) + LEGEND_PAD
+    swatches = 3 * LEGEND_SWATCH + 2 * LEGEND_PAD  # room for up to three colours
+    text_x = LEGEND_PAD + swatches
+    width = max(picture.width, text_x + max(b[2] for b in boxes) + LEGEND_PAD)
+    height = picture.height + LEGEND_PAD + len(lines) * row_h
+    canvas = Image.new("RGB", (width, height), LEGEND_BACKGROUND)
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    y = picture.height + LEGEND_PAD
+    _swatch(draw, LEGEND_PAD, y, fill=LEGEND_BACKGROUND, outline=KEPT_COLOR)
+    for i, color in enumerate(np.asarray(colors)[:3]):
+        tint = (1 - TINT_ALPHA) * np.array(LEGEND_BACKGROUND) + TINT_ALPHA * color
+        x = LEGEND_PAD + i * (LEGEND_SWATCH + LEGEND_PAD)
+        _swatch(draw, x, y + row_h, fill=_rgb(tint), outline=_rgb(color))
+    for i, line in enumerate(lines):
+        draw.text((text_x, y + i * row_h), line, fill=LEGEND_TEXT, font=font)
+    return canvas
+
+
+def _swatch(draw, x: int, y: int, fill, outline) -> None:
+    box = (x, y, x + LEGEND_SWATCH - 1, y + LEGEND_SWATCH - 1)
+    draw.rectangle(box, fill=fill, outline=outline, width=2)
+
+
+def _rgb(color) -> tuple:
+    return tuple(int(round(float(v))) for v in color)
 
 
 def model_view(picture, image_processor=None):

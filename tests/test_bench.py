@@ -6,6 +6,7 @@ Benchmarks are not tests: nothing here compares a wall-clock time to a threshold
 
 import json
 import statistics
+import sys
 
 import pytest
 
@@ -257,3 +258,27 @@ def test_from_log_rebuilds_a_reuse_vision_run(reused, tmp_path):
         w = want[tuple(r[k] for k in key)]
         for k in ("restore_overhead", "decode_vs_base", "decode_vs_ref", "ttft_s"):
             assert r.get(k) == pytest.approx(w.get(k)), (k, r)
+
+
+def test_plot_without_matplotlib_fails_before_measuring(tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("measured although the plot cannot be drawn")
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(bench, "run", no_work)
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--model", "tiny-llava", "--plot", str(tmp_path / "b.png")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("python -m restore_mlx.bench: error: --plot needs matplotlib")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_names_the_module_and_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m restore_mlx.bench")
+    assert "(default: 1.0,0.75,0.5,0.25,0.11)" in out
+    assert "(default: divprune,pool)" in out and "(default: 2048)" in out
+    assert bench.configure_parser().parse_args([]).keep == bench.DEFAULT_KEEP

@@ -103,7 +103,7 @@ def _bad_image(tmp_path):
         (["--image", "{img}", "--keep", "1.5"], "--keep must be in"),
         (["--image", "{img}", "--tokens", "1000"], "tokens must be in"),
         (["--image", "{img}", "--overlay", "{tmp}/no/o.png"], "--overlay"),
-        (["--image", "{img}", "--image", "{img}"], "one --image per prompt"),
+        (["--image", "{img}", "--image", "{img}"], "several images per prompt"),
         (["--overlay", "{tmp}/o.png"], "--overlay needs an --image"),
         (["--image", "{img}", "--keep"], "expected one argument"),
     ],
@@ -121,6 +121,46 @@ def test_bad_inputs_exit_2_one_line_nothing_written(
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert "Traceback" not in err
     assert not stats_file.exists() and not (tmp_path / "o.png").exists()
+
+
+# Flag values that cannot work: refused before the model's config is even read.
+EARLY_GAPS = [
+    (["--image", "{img}", "{img}"], "several images per prompt are not supported yet"),
+    (["--image", "{img}", "--overlay", "{tmp}/o.txt"], "must end in .png"),
+    (["--image", "{img}", "--max-tokens", "0"], "--max-tokens must be at least 1"),
+    (["--image", "{img}", "--max-tokens", "-1"], "--max-tokens must be at least 1"),
+    (["--image", "{img}", "--prompt", ""], "--prompt must not be empty"),
+    (["--image", "{img}", "--prompt", " \t "], "--prompt must not be empty"),
+    (["--image", "{img}", "--resize-shape", "1", "2", "3"], "--resize-shape"),
+    (["--image", "{img}", "--processor-kwargs", "{"], "--processor-kwargs"),
+    (["--image", "{img}", "--processor-kwargs", "[1]"], "a JSON object"),
+    (["--image", "{img}", "--kv-bits", "7"], "--kv-bits 7 is not supported"),
+    (
+        ["--image", "{img}", "--kv-bits", "4", "--kv-group-size", "16"],
+        "--kv-group-size 16",
+    ),
+    (["--image", "{img}", "--max-kv-size", "8", "--max-tokens", "8"], "--max-kv-size"),
+    (["--image", "{img}", "--prefill-step-size", "0"], "--prefill-step-size"),
+]
+
+
+@pytest.mark.parametrize("extra, message", EARLY_GAPS)
+def test_input_gaps_fail_before_any_work(tmp_path, capsys, monkeypatch, extra, message):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was looked at before the flags were checked")
+
+    monkeypatch.setattr("restore_mlx.convert.read_model_config", no_work)
+    monkeypatch.setattr("restore_mlx.adapters.processors.load", no_work)
+    image = write_image(tmp_path / "p.png", 32)
+    extra = [str(image) if a == "{img}" else a.replace("{tmp}", str(tmp_path))
+             for a in extra]  # fmt: skip
+    stats_file = tmp_path / "stats.json"
+    argv = ["--model", tmp_path / "m", "--prompt", "hi", "--stats-json", stats_file,
+            *extra]  # fmt: skip
+    code, out, err = _run(argv, capsys)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
 
 
 def test_unsupported_architecture(tmp_path, capsys):
@@ -193,3 +233,98 @@ def test_library_generate_reduces_only_when_applied(llava):
     restore_mlx.remove(model)
     again = restore_mlx.generate(model, processor, prompt, str(image), max_tokens=2)
     assert again.prompt_tokens == plain.prompt_tokens
+
+
+def _spy(monkeypatch, target):
+    """Wrap ``module.name`` so that each call's keyword arguments are recorded."""
+    import importlib
+
+    module_name, name = target.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    real, calls = getattr(module, name), []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def test_mlx_vlm_flags_reach_loading_processing_and_generation(
+    llava, tmp_path, capsys, monkeypatch
+):
+    model, image = llava
+    loads = _spy(monkeypatch, "restore_mlx.adapters.processors.load")
+    processed = _spy(monkeypatch, "mlx_vlm.utils.prepare_inputs")
+    generated = _spy(monkeypatch, "mlx_vlm.stream_generate")
+    argv = [
+        "--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 3,
+        "--revision", "main", "--temperature", 0.7, "--top-p", 0.9, "--top-k", 5,
+        "--min-p", 0.05, "--repetition-penalty", 1.1, "--repetition-context-size", 7,
+        "--presence-penalty", 0.2, "--presence-context-size", 6,
+        "--frequency-penalty", 0.3, "--frequency-context-size", 5, "--seed", 3,
+        "--prefill-step-size", 16, "--max-kv-size", 4096, "--quantized-kv-start",
+        9999, "--kv-bits", 8, "--kv-group-size", 32, "--skip-special-tokens",
+        "--eos-tokens", "\\u2581end", "--resize-shape", 40,
+        "--processor-kwargs", '{"do_rescale": true}',
+    ]  # fmt: skip
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    assert loads[0] == {
+        "adapter_path": None, "revision": "main", "trust_remote_code": False
+    }  # fmt: skip
+    assert processed[0]["resize_shape"] == (40, 40)
+    assert processed[0]["do_rescale"] is True
+    expected = dict(
+        max_tokens=3, temperature=0.7, top_p=0.9, top_k=5, min_p=0.05,
+        repetition_penalty=1.1, repetition_context_size=7, presence_penalty=0.2,
+        presence_context_size=6, frequency_penalty=0.3, frequency_context_size=5,
+        seed=3, prefill_step_size=16, max_kv_size=4096, quantized_kv_start=9999,
+        kv_bits=8.0, kv_group_size=32, kv_quant_scheme="uniform",
+        skip_special_tokens=True,
+    )  # fmt: skip
+    (kwargs,) = generated
+    assert {k: kwargs.get(k) for k in expected} == expected
+    # Consumed before mlx-vlm's stream_generate, which does not know them.
+    assert not {"eos_tokens", "resize_shape", "processor_kwargs"} & set(kwargs)
+    assert "input_ids" in kwargs  # the reduced prompt
+    assert "Visual tokens: 64 -> 32" in out
+
+
+def test_rotating_cache_too_small_for_the_reduced_prompt(llava, tmp_path, capsys):
+    model, image = llava
+    stats_file = tmp_path / "s.json"
+    base = ["--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 4,
+            "--stats-json", stats_file]  # fmt: skip
+    code, _, err = _run([*base, "--max-kv-size", 20], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "would wrap" in err and "max_kv_size to at least" in err
+    assert not stats_file.exists()
+
+    code, _, err = _run([*base, "--max-kv-size", 512], capsys)
+    assert code == 0, err
+    assert json.loads(stats_file.read_text())["visual_tokens_after"] == 32
+
+
+def test_verbose_shows_the_prompt(llava, capsys):
+    model, image = llava
+    argv = ["--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 1,
+            "--verbose"]  # fmt: skip
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "Prompt:" in out and "hi" in out and "Visual tokens" in out
+
+
+def test_help_names_the_command_and_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: restore-mlx-generate")
+    from mlx_vlm.generate.common import DEFAULT_MAX_TOKENS, DEFAULT_PREFILL_STEP_SIZE
+
+    assert f"(default: {DEFAULT_MAX_TOKENS})" in out
+    assert f"(default: {DEFAULT_PREFILL_STEP_SIZE})" in out
+    for flag in ("--top-p", "--kv-bits", "--adapter-path", "--verbose, --no-verbose"):
+        assert flag in out

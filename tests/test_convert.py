@@ -82,6 +82,8 @@ def test_failed_conversion_keeps_old_output(hf, tmp_path):
     [
         ({"preset": "nope"}, "unknown preset"),
         ({"dtype": "int8"}, "unknown dtype"),
+        ({"q_bits": 7}, "7 bits is not supported"),
+        ({"q_group_size": 7}, "group size 7 is not supported"),
     ],
 )
 def test_bad_options_rejected_before_work(hf, tmp_path, kwargs, message):
@@ -101,3 +103,21 @@ def test_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="cannot fetch config.json of 'org/model'"):
         convert("org/model", str(tmp_path / "m"))
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("flag", ["--q-bits", "--q-group-size"])
+def test_cli_rejects_quantization_mlx_cannot_do_before_work(tmp_path, capsys, flag):
+    # The source does not exist: reading it would be a different error.
+    argv = ["--hf-path", str(tmp_path / "nowhere"), "--mlx-path", str(tmp_path / "m")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, flag, "7"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert f"argument {flag}: invalid choice: 7" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unquantized_conversion_ignores_quantization_settings(hf, tmp_path):
+    out = convert(str(hf), str(tmp_path / "m"), quantize=False, q_bits=7)
+    assert "quantization" not in json.loads((out / "config.json").read_text())

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import mlx.core as mx
 import numpy as np
@@ -146,8 +147,11 @@ def _check_rows(doc, methods, keeps, families):
         assert 0 <= r["visual_attention"] <= 1 + 1e-5
 
 
-def test_eval_cli_on_a_jsonl_file(tiny, tmp_path):
+def test_eval_cli_on_a_jsonl_file(tiny, tmp_path, monkeypatch):
     from restore_mlx import eval as ev
+
+    # No plot asked for: runs to the end without matplotlib, draws nothing.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
 
     (tmp_path / "img").mkdir()
     _write_image(tmp_path / "img" / "a.png")
@@ -167,7 +171,45 @@ def test_eval_cli_on_a_jsonl_file(tiny, tmp_path):
     _check_rows(doc, ["pool", "divprune"], [0.5, 0.25], ["count", "other"])
     assert doc["meta"]["questions"] == 3 and doc["meta"]["visual_tokens"] == 144
     assert out.with_suffix(".md").read_text().startswith("# Eval")
-    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert not out.with_suffix(".png").exists()
+
+
+def test_eval_plot_only_when_asked(tiny, tmp_path):
+    pytest.importorskip("matplotlib")
+    from restore_mlx import eval as ev
+
+    png = tmp_path / "acc.png"
+    ev.main(["--model", str(tiny), "--samples", "1", "--methods", "pool",
+             "--variants", "base", "restore", "--keep", "0.5", "--plot", str(png),
+             "--quiet"])  # fmt: skip
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acc.png"]
+
+
+def test_eval_plot_without_matplotlib_fails_before_work(tmp_path, capsys, monkeypatch):
+    from restore_mlx import eval as ev
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("evaluated although the plot cannot be drawn")
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(ev, "run", no_work)
+    with pytest.raises(SystemExit) as e:
+        ev.main(["--model", "unused", "--plot", str(tmp_path / "p.png")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "--plot needs matplotlib" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_help_names_the_module_and_shows_defaults(capsys):
+    from restore_mlx import eval as ev
+
+    with pytest.raises(SystemExit):
+        ev.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m restore_mlx.eval")
+    assert "(default: 25)" in out and "(default: 0.75 0.5 0.25 0.11)" in out
 
 
 def test_eval_on_probe_questions_reports_skips(tiny, monkeypatch):

@@ -1,4 +1,5 @@
-"""The overlay tells kept tokens from merged groups, on a hand-made reduction."""
+"""The overlay tells kept tokens from merged groups, on a hand-made reduction, keeps
+the picture readable under its tint, and says what its marks mean in a legend."""
 
 import mlx.core as mx
 import numpy as np
@@ -6,7 +7,14 @@ import pytest
 from PIL import Image
 
 from restore_mlx import Reduction
-from restore_mlx.overlay import KEPT_COLOR, render_overlay, save_overlay
+from restore_mlx.overlay import (
+    KEPT_COLOR,
+    draw_reduction,
+    group_colors,
+    legend_lines,
+    render_overlay,
+    save_overlay,
+)
 
 
 def _reduction():
@@ -34,7 +42,7 @@ def test_kept_outlined_merged_tinted_per_group():
     red = Image.new("RGB", (32, 32), (200, 0, 0))
     red_px = np.array([200, 0, 0])
     reduction = _reduction()
-    picture = render_overlay(
+    picture = draw_reduction(
         red, np.array(reduction.assignment[0]), np.array(reduction.merged[0]), (4, 4)
     )
     cell = picture.width // 4
@@ -51,6 +59,43 @@ def test_kept_outlined_merged_tinted_per_group():
     assert (inner[0] == inner[1]).all() and (inner[1] == inner[2]).all()
     assert (inner[3] == inner[4]).all() and (inner[5] == inner[6]).all()
     assert not (inner[0] == inner[3]).all() and not (inner[0] == inner[5]).all()
+
+
+def test_tint_leaves_the_picture_readable_and_groups_outlined():
+    red = Image.new("RGB", (32, 32), (200, 0, 0))
+    reduction = _reduction()
+    picture = draw_reduction(
+        red, np.array(reduction.assignment[0]), np.array(reduction.merged[0]), (4, 4)
+    )
+    cell = picture.width // 4
+    colors = group_colors(5).astype(float)
+    inside = _cell(picture, 1, 1, cell)[cell // 2, cell // 2].astype(float)
+    # Group 1's tinted patch stays nearer the picture than the tint colour.
+    assert np.abs(inside - [200, 0, 0]).sum() < np.abs(inside - colors[1]).sum()
+    # Its outline, facing group 2, is in the group's own colour.
+    edge = _cell(picture, 1, 1, cell)[cell // 2, -1]
+    assert (edge == colors[1].round()).all()
+
+
+def test_legend_below_the_picture_names_both_marks():
+    red = Image.new("RGB", (32, 32), (200, 0, 0))
+    reduction = _reduction()
+    assignment = np.array(reduction.assignment[0])
+    merged = np.array(reduction.merged[0])
+    bare = draw_reduction(red, assignment, merged, (4, 4))
+    full = render_overlay(red, assignment, merged, (4, 4))
+    assert full.height > bare.height and full.width >= bare.width
+    top = np.asarray(full)[: bare.height, : bare.width]
+    assert (top == np.asarray(bare)).all()  # the picture itself is unchanged
+    legend = np.asarray(full)[bare.height :]
+    assert (legend == KEPT_COLOR).all(axis=-1).any()  # the kept-token swatch
+    for g in (1, 2, 4):  # a swatch outlined in each merged group's colour
+        assert (legend == group_colors(5)[g]).all(axis=-1).any()
+    assert (legend.astype(int).sum(axis=-1) < 150).any()  # and dark text
+    assert legend_lines(2, 3) == (
+        "kept token, one patch each (2)",
+        "merged group, one colour per group (3)",
+    )
 
 
 def test_grid_must_match_assignment():
