@@ -19,8 +19,8 @@ from reference import (
 )
 
 import restore_mlx.integration as ri
+from restore_mlx.adapters import adapter_for
 
-START, N = 5, 16  # the tiny prompts: 5 text tokens, 16 image tokens, then text
 DECODE = [7, 11, 3]
 # Same arithmetic in a different order (full-length softmax, float64 bias): a few ulps.
 # Each calibration mutation moves the logits by far more (tests/mutations.py).
@@ -53,7 +53,8 @@ def patched_logits(model, prepared, tokens):
 def expected_logits(arch, ref_model, sample, prepared, tokens, **switches):
     spec = REFERENCE[arch]
     T = sample["input_ids"].shape[1]
-    lay = layout_of(prepared, START, N, T)
+    span = adapter_for(ref_model).image_span(ref_model, sample["input_ids"])
+    lay = layout_of(prepared, span.start, span.length, T)
     positions = spec.positions(ref_model, sample["input_ids"], sample, len(tokens))
     cos, sin = spec.angles(ref_model, positions)
     masks = reference_masks(lay, cos, sin, len(tokens), **switches)

@@ -7,6 +7,7 @@ from mlx_vlm.generate import generate_step
 from mlx_vlm.models.cache import make_prompt_cache
 
 import restore_mlx.integration as ri
+from restore_mlx.adapters import adapter_for
 
 STEPS = 4
 PRUNE = dict(
@@ -40,6 +41,12 @@ def run_plain(model, sample, **options):
                         **options)  # fmt: skip
 
 
+def span_of(model, sample):
+    """(start, N, T): where the image tokens are, how many, and the prompt length."""
+    span = adapter_for(model).image_span(model, sample["input_ids"])
+    return span.start, span.length, sample["input_ids"].shape[1]
+
+
 def all_equal(a, b):
     return len(a) == len(b) and all(mx.array_equal(x, y).item() for x, y in zip(a, b))
 
@@ -51,7 +58,8 @@ def test_reduction_off_is_bit_identical(arch):
     ri.apply(model, keep=1.0, restore=False)
     prepared = ri.prepare_tokens(model, sample)
     assert prepared.reduction is None
-    assert prepared.visual_tokens_before == prepared.visual_tokens_after == 16
+    _, n, T = span_of(model, sample)
+    assert prepared.visual_tokens_before == prepared.visual_tokens_after == n
     assert all_equal(run_prepared(model, prepared), expected)
     # Raw logits too, at every prompt position and decode step.
     tokens = [7, 11, 3]
@@ -61,9 +69,9 @@ def test_reduction_off_is_bit_identical(arch):
             sample["input_ids"],
             {k: v for k, v in sample.items() if k != "input_ids"},
             None,
-            16,
-            16,
-            28,
+            n,
+            n,
+            T,
         ),
         tokens,
     )
@@ -140,7 +148,7 @@ def _reduced(model, prepared, tokens):
     return logits
 
 
-def _keep_rows(prepared, start=5, n=16, T=28):
+def _keep_rows(prepared, start, n, T):
     kept = (start + prepared.reduction.positions[0]).tolist()
     return mx.array(list(range(start)) + kept + list(range(start + n, T)))
 
@@ -153,7 +161,9 @@ def test_pruning_at_original_positions_equals_masked_full_model(arch):
     assert not mx.any(prepared.reduction.merged).item()
     tokens = [7, 11, 3]
     got = _reduced(model, prepared, tokens)
-    want = _full_masked(ref_model, sample, _keep_rows(prepared), tokens)
+    want = _full_masked(
+        ref_model, sample, _keep_rows(prepared, *span_of(model, sample)), tokens
+    )
     for g, w in zip(got, want):
         assert mx.array_equal(g, w).item()
     # Re-indexed positions (the base as usually deployed) do not equal it.
@@ -168,7 +178,8 @@ def test_cache_holds_text_and_kept_tokens(arch):
     ri.apply(model, method="divprune", tokens=6)
     prepared = ri.prepare_tokens(model, sample)
     assert prepared.visual_tokens_after == 6
-    assert prepared.prompt_tokens == 28 - 16 + 6 == prepared.input_ids.shape[1]
+    _, n, T = span_of(model, sample)
+    assert prepared.prompt_tokens == T - n + 6 == prepared.input_ids.shape[1]
     cache = make_prompt_cache(model.language_model)
     run_prepared(model, prepared, steps=1, prompt_cache=cache)
     # generate_step has run the prompt and two decode steps when it yields the first.
@@ -226,7 +237,8 @@ def test_in_llm_and_grid_methods_run(arch, method):
     model, sample = BUILDERS[arch]()
     ri.apply(model, method=method, keep=0.25)
     prepared = ri.prepare_tokens(model, sample)
-    assert prepared.visual_tokens_after == 4
+    n = prepared.visual_tokens_before
+    assert prepared.visual_tokens_after == max(1, round(0.25 * n))
     assert mx.all(mx.isfinite(ri.inspect_prefill(model, prepared).logits)).item()
 
 
