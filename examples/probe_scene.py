@@ -10,7 +10,7 @@ import argparse
 
 from PIL import Image
 
-from restore_mlx.probe.questions import make_example
+from restore_mlx.eval.probe.questions import make_example
 
 
 def main(argv=None):

@@ -32,6 +32,7 @@ _LAZY = {
     "encode_image": "restore_mlx.integration",
     "prepare_inputs": "restore_mlx.integration",
     "inspect_prefill": "restore_mlx.integration",
+    "load": "restore_mlx.adapters.processors",
     "PRESETS": "restore_mlx.presets",
 }
 

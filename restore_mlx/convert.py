@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+from .adapters import SUPPORTED
 from .errors import InputError, OneLineParser, fail
 from .presets import DEFAULT_PRESET, PRESETS, get_preset
 
@@ -32,8 +33,6 @@ PRESET_KEY = "restore_preset"
 
 def supported_architectures() -> tuple:
     """The ``model_type`` values restore_mlx can reduce."""
-    from .integration import SUPPORTED
-
     return tuple(SUPPORTED)
 
 

@@ -1,5 +1,8 @@
-"""User input checks for the command-line tools: errors they report in one line (exit
-status 2), and output files written atomically so a failure leaves nothing behind."""
+"""Errors, and the user input checks of the command-line tools.
+
+Library code raises ``RestoreError`` subclasses (ValueErrors whose message names the
+fix); only the CLIs turn errors into one line on stderr and exit status 2. Output files
+are written atomically so a failure leaves nothing behind."""
 
 import argparse
 import json
@@ -7,6 +10,24 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+
+
+class RestoreError(ValueError):
+    """A request restore_mlx cannot serve; the message names the fix."""
+
+
+class UnsupportedArchitecture(RestoreError):
+    """A model whose architecture no adapter serves."""
+
+
+class UnsupportedMethod(RestoreError):
+    """A reduction method this architecture cannot run (e.g. it reads a score the
+    model cannot provide). The eval harness skips exactly these."""
+
+
+class KVCacheTooSmall(RestoreError):
+    """A rotating KV cache (``max_kv_size``) that would wrap during a reduced prompt's
+    generation: RESTORE's per-key biases would then land on the wrong keys."""
 
 
 class InputError(ValueError):

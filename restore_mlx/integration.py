@@ -21,6 +21,7 @@ import mlx.nn as nn
 
 from .adapters import SUPPORTED, adapter_for
 from .adapters.contract import LayoutRequest
+from .adapters.processors import fix_processor
 from .adapters.scores import method_scores, score_names
 from .config import RestoreConfig
 from .core.api import REDUCERS, reduce
@@ -248,8 +249,6 @@ def tokenize_prompt(
     from mlx_vlm.generate.dispatch import normalize_resize_shape
     from mlx_vlm.utils import prepare_inputs as vlm_prepare
     from mlx_vlm.utils import should_add_special_tokens
-
-    from .adapters.processors import fix_processor
 
     fix_processor(processor)  # llava's processor fails under transformers 5 otherwise
     if images is None or isinstance(images, (str, bytes)) or hasattr(images, "size"):

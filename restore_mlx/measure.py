@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .errors import InputError
+from .generation import reduced_call
 
 
 @dataclass
@@ -45,8 +46,6 @@ def measured_generate(model, processor, prompt, images, config, on_text=None, **
     """
     import mlx.core as mx
     from mlx_vlm import stream_generate as vlm_stream_generate
-
-    from .generate import reduced_call
 
     _stop_on(model, processor, kwargs.pop("eos_tokens", None))
     mx.reset_peak_memory()

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from restore_mlx import bench, bench_configs
-from restore_mlx.bench_report import (
+from restore_mlx.bench import configs as bench_configs
+from restore_mlx.bench import run as bench
+from restore_mlx.bench.report import (
     add_ratios,
     markdown,
     plot,
@@ -228,7 +229,7 @@ def test_reuse_vision_adds_one_tower_time_per_repeat_to_every_row(reused):
 
 
 def test_reuse_vision_rows_never_run_the_tower(monkeypatch):
-    from restore_mlx.bench_subject import load_subject
+    from restore_mlx.bench.subject import load_subject
     from restore_mlx.integration import encode_image
 
     s = load_subject("tiny-qwen2-vl")

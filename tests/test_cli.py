@@ -11,8 +11,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from restore_mlx.bench.checkpoints import write_checkpoint, write_image  # noqa: E402
 from restore_mlx.generate import main  # noqa: E402
-from restore_mlx.synthetic import write_checkpoint, write_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
@@ -255,7 +255,7 @@ def test_mlx_vlm_flags_reach_loading_processing_and_generation(
     llava, tmp_path, capsys, monkeypatch
 ):
     model, image = llava
-    loads = _spy(monkeypatch, "restore_mlx.adapters.processors.load")
+    loads = _spy(monkeypatch, "restore_mlx.generate.load")
     processed = _spy(monkeypatch, "mlx_vlm.utils.prepare_inputs")
     generated = _spy(monkeypatch, "mlx_vlm.stream_generate")
     argv = [

@@ -8,9 +8,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from restore_mlx.bench.checkpoints import write_checkpoint  # noqa: E402
 from restore_mlx.convert import PRESET_KEY, convert, main  # noqa: E402
 from restore_mlx.errors import InputError  # noqa: E402
-from restore_mlx.synthetic import write_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from mlx_vlm.generate import generate_step
 
 import restore_mlx
 import restore_mlx.integration as ri
-from restore_mlx.generate import _reduces
+from restore_mlx.generation import _reduces
 
 RECIPES = {
     "restore": dict(preset="server-70"),

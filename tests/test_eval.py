@@ -10,8 +10,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from restore_mlx.probe.data import read_jsonl  # noqa: E402
-from restore_mlx.probe.metrics import (  # noqa: E402
+from restore_mlx.eval.probe.data import read_jsonl  # noqa: E402
+from restore_mlx.eval.probe.metrics import (  # noqa: E402
     aggregate,
     cosine,
     is_correct,
@@ -74,7 +74,7 @@ def test_aggregate_means_per_family_and_all():
 def _write_image(path):
     from PIL import Image
 
-    from restore_mlx.probe.questions import make_example
+    from restore_mlx.eval.probe.questions import make_example
 
     e = make_example("test", 9, 0, "count")
     Image.fromarray(e.image).save(path)
@@ -122,7 +122,7 @@ def test_jsonl_reader_missing_or_empty_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from restore_mlx.probe.model import write_random_checkpoint
+    from restore_mlx.eval.probe.model import write_random_checkpoint
 
     path = tmp_path_factory.mktemp("tiny-probe")
     write_random_checkpoint(path)
@@ -148,7 +148,7 @@ def _check_rows(doc, methods, keeps, families):
 
 
 def test_eval_cli_on_a_jsonl_file(tiny, tmp_path, monkeypatch):
-    from restore_mlx import eval as ev
+    from restore_mlx.eval import harness as ev
 
     # No plot asked for: runs to the end without matplotlib, draws nothing.
     monkeypatch.setitem(sys.modules, "matplotlib", None)
@@ -176,7 +176,7 @@ def test_eval_cli_on_a_jsonl_file(tiny, tmp_path, monkeypatch):
 
 def test_eval_plot_only_when_asked(tiny, tmp_path):
     pytest.importorskip("matplotlib")
-    from restore_mlx import eval as ev
+    from restore_mlx.eval import harness as ev
 
     png = tmp_path / "acc.png"
     ev.main(["--model", str(tiny), "--samples", "1", "--methods", "pool",
@@ -187,7 +187,7 @@ def test_eval_plot_only_when_asked(tiny, tmp_path):
 
 
 def test_eval_plot_without_matplotlib_fails_before_work(tmp_path, capsys, monkeypatch):
-    from restore_mlx import eval as ev
+    from restore_mlx.eval import harness as ev
 
     def no_work(*args, **kwargs):
         raise AssertionError("evaluated although the plot cannot be drawn")
@@ -203,7 +203,7 @@ def test_eval_plot_without_matplotlib_fails_before_work(tmp_path, capsys, monkey
 
 
 def test_eval_help_names_the_module_and_shows_defaults(capsys):
-    from restore_mlx import eval as ev
+    from restore_mlx.eval import harness as ev
 
     with pytest.raises(SystemExit):
         ev.main(["--help"])
@@ -215,19 +215,19 @@ def test_eval_help_names_the_module_and_shows_defaults(capsys):
 def test_eval_on_probe_questions_reports_skips(tiny, monkeypatch):
     from mlx_vlm.utils import load
 
-    from restore_mlx import eval as ev
-    from restore_mlx import integration
-    from restore_mlx.probe.data import probe_items
-    from restore_mlx.probe.metrics import aggregate
+    from restore_mlx.errors import UnsupportedMethod
+    from restore_mlx.eval import harness as ev
+    from restore_mlx.eval.probe.data import probe_items
+    from restore_mlx.eval.probe.metrics import aggregate
 
-    real = integration.prepare_tokens
+    real = ev.prepare_tokens
 
     def fake(model, sample, *, config=None, encoded=None):
         if config is not None and config.method == "fastv" and config.keep < 1:
-            raise ValueError("fastv needs text attention")
+            raise UnsupportedMethod("fastv needs text attention")
         return real(model, sample, config=config, encoded=encoded)
 
-    monkeypatch.setattr(integration, "prepare_tokens", fake)
+    monkeypatch.setattr(ev, "prepare_tokens", fake)
     model, proc = load(str(tiny))
     items = probe_items(seed=3, samples=1)
     recs = ev.evaluate(model, proc, items, ["fastv", "uniform"], [0.25], progress=False)
@@ -241,13 +241,30 @@ def test_eval_on_probe_questions_reports_skips(tiny, monkeypatch):
     _check_rows(kept, ["uniform"], [0.25], [i["family"] for i in items])
 
 
+def test_eval_reports_any_other_error(tiny, monkeypatch):
+    # Only a method the architecture cannot run is skipped; a bug is never recorded.
+    from mlx_vlm.utils import load
+
+    from restore_mlx.eval import harness as ev
+    from restore_mlx.eval.probe.data import probe_items
+
+    def broken(model, sample, *, config=None, encoded=None):
+        raise ValueError("a bug, not a skip")
+
+    model, proc = load(str(tiny))
+    items = probe_items(seed=3, samples=1)
+    monkeypatch.setattr(ev, "prepare_tokens", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        ev.evaluate(model, proc, items, ["uniform"], [0.25], progress=False)
+
+
 @pytest.mark.parametrize(
     "flags, match",
     [(["--keep", "1.5"], "keep"), (["--samples", "0"], "samples"),
      (["--json", "/no/such/dir/x.json"], "json")],
 )  # fmt: skip
 def test_eval_cli_rejects_bad_flags(flags, match, capsys):
-    from restore_mlx import eval as ev
+    from restore_mlx.eval import harness as ev
 
     with pytest.raises(SystemExit) as e:
         ev.main(["--model", "unused", *flags])

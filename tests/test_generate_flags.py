@@ -11,7 +11,9 @@ from mlx_vlm.generate import generate_step
 from mlx_vlm.models.cache import QuantizedKVCache, make_prompt_cache
 
 import restore_mlx.integration as ri
-from restore_mlx.generate import KVCacheTooSmall, check_cache_fits
+from restore_mlx.errors import KVCacheTooSmall
+from restore_mlx.generation import check_cache_fits
+from restore_mlx.state import Calibration
 
 STEPS = 6
 
@@ -84,7 +86,7 @@ def prepared():
     plain = ri.prepare_tokens(model, sample)
     ri.apply(model, "server-70")
     calibrated = ri.prepare_tokens(model, sample)
-    assert calibrated.prompt.sizes is not None  # decode steps carry a size bias
+    assert calibrated.prompt.calibration.sizes is not None  # decode carries a size bias
     return model, calibrated, plain
 
 
@@ -95,6 +97,13 @@ QUANTIZED = [
     pytest.param(dict(kv_bits=8, kv_group_size=32), 5e-4, id="uniform-8"),
     pytest.param(dict(kv_bits=3.5), 5e-3, id="turboquant-3.5"),
 ]
+
+
+class PrefillOnly(Calibration):
+    """The same prefill biases, no decode bias."""
+
+    def decode_vectors(self, length, capacity):
+        return (mx.zeros((capacity,), dtype=self.dtype),) * 2
 
 
 def run_with(model, prompt, prepared, **options):
@@ -119,7 +128,10 @@ def test_quantized_kv_cache_keeps_the_bias(prepared, options, tolerance):
 
     # The decode steps, which read the quantized cache, still add the size bias:
     # the same quantized run without it moves by more than quantization does.
-    no_decode_bias = replace(calibrated.prompt, sizes=None)
+    no_decode_bias = replace(
+        calibrated.prompt,
+        calibration=PrefillOnly(**vars(calibrated.prompt.calibration)),
+    )
     n_tokens, unbiased = run_with(model, no_decode_bias, calibrated, **options)
     decode_steps = slice(1, steps_to_compare(q_tokens, n_tokens))
     assert gap(quantized[decode_steps], unbiased[decode_steps], STEPS) > 2 * tolerance

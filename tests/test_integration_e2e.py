@@ -8,7 +8,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import restore_mlx.integration as ri  # noqa: E402
-from restore_mlx.synthetic import write_checkpoint, write_image  # noqa: E402
+from restore_mlx.bench.checkpoints import write_checkpoint, write_image  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["llava", "qwen2_vl"])

@@ -9,9 +9,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from restore_mlx.probe.questions import holds, make_example, make_set  # noqa: E402
-from restore_mlx.probe.scenes import GRID, IMAGE_SIZE, MAX_OBJECTS  # noqa: E402
-from restore_mlx.probe.vocab import IMAGE, build_tokenizer, normalize  # noqa: E402
+from restore_mlx.eval.probe.questions import holds, make_example, make_set  # noqa: E402
+from restore_mlx.eval.probe.scenes import GRID, IMAGE_SIZE, MAX_OBJECTS  # noqa: E402
+from restore_mlx.eval.probe.vocab import IMAGE, build_tokenizer, normalize  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "examples" / "probe-model"
 
@@ -39,7 +39,7 @@ def test_scene_invariants():
 
 
 def test_cells_are_named_spreadsheet_style():
-    from restore_mlx.probe.scenes import cell_name
+    from restore_mlx.eval.probe.scenes import cell_name
 
     assert [cell_name(0, 0), cell_name(0, 3), cell_name(3, 0), cell_name(2, 1)] == [
         "a1",
@@ -114,7 +114,7 @@ def test_every_question_and_answer_is_in_vocabulary():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from restore_mlx.probe.model import write_random_checkpoint
+    from restore_mlx.eval.probe.model import write_random_checkpoint
 
     path = tmp_path_factory.mktemp("probe")
     write_random_checkpoint(path)
@@ -141,7 +141,7 @@ def test_checkpoint_loads_and_processor_matches_training(tiny_checkpoint):
 def test_training_writes_a_loadable_checkpoint_and_resumes(tmp_path):
     from mlx_vlm.utils import load
 
-    from restore_mlx.probe import train
+    from restore_mlx.eval.probe import train
 
     out = tmp_path / "m"
     tiny = "--width 32 --vision-layers 1 --text-layers 3 --batch 4 --vision-batch 4"
@@ -168,8 +168,8 @@ def test_training_writes_a_loadable_checkpoint_and_resumes(tmp_path):
 
 
 def test_hop_targets_follow_the_question():
-    from restore_mlx.probe.scenes import SHAPES
-    from restore_mlx.probe.targets import (
+    from restore_mlx.eval.probe.scenes import SHAPES
+    from restore_mlx.eval.probe.targets import (
         ASKED_SHAPE,
         FIRST,
         GATHERED,
@@ -210,8 +210,12 @@ def test_attention_pattern_loss_applies_to_count_and_relation_questions_only():
     question and a cross-entropy over the causal keys (> 0, finite) with them."""
     import mlx.core as mx
 
-    from restore_mlx.probe.losses import Trainer, attention_pattern_loss, make_batch
-    from restore_mlx.probe.model import probe_config, visual_features
+    from restore_mlx.eval.probe.losses import (
+        Trainer,
+        attention_pattern_loss,
+        make_batch,
+    )
+    from restore_mlx.eval.probe.model import probe_config, visual_features
 
     mx.random.seed(0)
     trainer = Trainer(probe_config(32, 1, 3))
@@ -231,7 +235,7 @@ def test_attention_pattern_loss_applies_to_count_and_relation_questions_only():
 
 
 def test_training_rejects_bad_flags():
-    from restore_mlx.probe import train
+    from restore_mlx.eval.probe import train
 
     with pytest.raises(ValueError, match="width"):
         train.main(["--width", "48"])
@@ -240,7 +244,7 @@ def test_training_rejects_bad_flags():
 
 
 def test_cell_labels_cover_cells():
-    from restore_mlx.probe.losses import cell_labels
+    from restore_mlx.eval.probe.losses import cell_labels
 
     e = make_example("test", 0, 2, "count", objects=(1, 1))
     labels = cell_labels(e.objects)
@@ -261,7 +265,7 @@ def test_shipped_probe_answers_fresh_questions():
     the issue's goal is 95% overall, measured in Package.md on larger sets."""
     from mlx_vlm.utils import load
 
-    from restore_mlx.probe.accuracy import answer_accuracy
+    from restore_mlx.eval.probe.accuracy import answer_accuracy
 
     model, _ = load(str(SHIPPED))
     accuracy = answer_accuracy(model, make_set("test", 12345, 25))
@@ -269,7 +273,7 @@ def test_shipped_probe_answers_fresh_questions():
 
 
 def test_accuracy_command_reports_every_family(tiny_checkpoint, capsys):
-    from restore_mlx.probe import accuracy
+    from restore_mlx.eval.probe import accuracy
 
     accuracy.main(["--model", str(tiny_checkpoint), "--samples", "2", "--seed", "3"])
     out = json.loads(capsys.readouterr().out)

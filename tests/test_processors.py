@@ -8,7 +8,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from restore_mlx.adapters.processors import fix_processor, load, needs_fix  # noqa: E402
-from restore_mlx.synthetic import write_checkpoint, write_image  # noqa: E402
+from restore_mlx.bench.checkpoints import write_checkpoint, write_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from restore_mlx.synthetic import ARCHS, write_checkpoint, write_image  # noqa: E402
+from restore_mlx.bench.checkpoints import (  # noqa: E402
+    ARCHS,
+    write_checkpoint,
+    write_image,
+)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

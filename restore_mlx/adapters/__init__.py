@@ -5,16 +5,13 @@ Each adapter is one module that fulfils ``contract.Adapter`` and is listed once 
 it. Shared patching helpers live in ``patching``. Tested against mlx-vlm 0.7.10.
 """
 
+from ..errors import UnsupportedArchitecture
 from . import llava, qwen
 from .contract import Adapter
 
 FAMILIES = (llava, qwen)
 ADAPTERS = {name: family for family in FAMILIES for name in family.NAMES}
 SUPPORTED = tuple(ADAPTERS)
-
-
-class UnsupportedArchitecture(ValueError):
-    """A model whose architecture no adapter serves."""
 
 
 def model_type(model) -> str:

@@ -9,6 +9,7 @@ the plan's additive mask. With no plan it calls mlx-vlm's own ``__call__``.
 import mlx.core as mx
 
 from ..core import calibration as cal
+from ..errors import UnsupportedMethod
 from .contract import ImageSpan, ReducedLayout, RopeFrequencies, VisionOutput
 from .patching import (
     attend,
@@ -91,7 +92,7 @@ def _cls_attention(vision, hidden, layer, strategy, method):
     selected features, recomputed from the hidden state entering it (CLIP towers in
     mlx-vlm return no attention maps)."""
     if vision.embeddings.class_embedding is None or strategy != "default":
-        raise ValueError(
+        raise UnsupportedMethod(
             f"method {method!r} needs [CLS] attention, but this llava vision tower has "
             "no [CLS] token (SigLIP or 'full' feature strategy); use a method without "
             "cls_attention, e.g. divprune"

@@ -8,7 +8,6 @@ reads it. With no plan the patched classes call straight through to mlx-vlm's co
 """
 
 import mlx.core as mx
-from mlx_vlm.models.base import scaled_dot_product_attention
 
 _SWAPPED = {}
 PATCH_ATTRS = ("_restore", "_restore_layer")
@@ -117,6 +116,8 @@ def project_qkv(attn, x: mx.array):
 def attend(attn, plan, q, k, v, mask, cache) -> mx.array:
     """The rest of an mlx-vlm attention after RoPE: cache update, trace, SDPA with the
     plan's mask, output projection."""
+    from mlx_vlm.models.base import scaled_dot_product_attention
+
     B, _, L, _ = q.shape
     if cache is not None:
         k, v = cache.update_and_fetch(k, v)

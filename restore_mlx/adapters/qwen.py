@@ -13,6 +13,7 @@ import sys
 import mlx.core as mx
 
 from ..core import calibration as cal
+from ..errors import UnsupportedMethod
 from .contract import ReducedLayout, RopeFrequencies, VisionOutput
 from .llava import splice_image, token_span
 from .patching import (
@@ -85,7 +86,7 @@ def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:
     [CLS] token and no substitute is implemented, so that is a ValueError.
     """
     if need_cls:
-        raise ValueError(
+        raise UnsupportedMethod(
             f"method {need_cls!r} needs [CLS] attention, which the "
             f"{model.config.model_type} vision tower does not have (no [CLS] token); "
             "use a method without cls_attention, e.g. divprune, dart, fastv, tome, pool"

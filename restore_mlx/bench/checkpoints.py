@@ -5,7 +5,7 @@ the hub ships (HF parameter names and conv layouts, tokenizer and processor conf
 chat template), so ``mlx_vlm.convert`` and ``mlx_vlm.load`` sanitize them exactly as
 they would a real checkpoint::
 
-    from restore_mlx.synthetic import write_checkpoint, write_image
+    from restore_mlx.bench.checkpoints import write_checkpoint, write_image
     path = write_checkpoint("llava", "/tmp/tiny-llava", hidden_size=64)
     write_image("/tmp/cat.png", size=32)
 """

@@ -1,4 +1,4 @@
-"""Train the spatial probe on the CPU: ``python -m restore_mlx.probe.train``.
+"""Train the spatial probe on the CPU: ``python -m restore_mlx.eval.probe.train``.
 
 Two stages. (1) The vision tower and projector learn alone, through per-token auxiliary
 heads that read the colour, shape, row and column of the cell under each visual token.

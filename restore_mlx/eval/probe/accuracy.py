@@ -1,6 +1,6 @@
 """Full-token accuracy of a probe checkpoint on fresh test questions, fast.
 
-    python -m restore_mlx.probe.accuracy --model examples/probe-model --seed 1000 --samples 250
+    python -m restore_mlx.eval.probe.accuracy --model examples/probe-model --seed 1000 --samples 250
 
 Loads the checkpoint as a user does (``mlx_vlm.utils.load``), runs the tower once per
 batch of scenes and reads the argmax answer at the last question token: the unreduced
@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 
+from .model import final_hidden, visual_features
 from .questions import make_set
 from .scenes import FAMILIES
 from .vocab import build_tokenizer, normalize
@@ -21,8 +22,6 @@ from .vocab import build_tokenizer, normalize
 def answer_accuracy(model, items, batch: int = 64) -> dict:
     """Accuracy per family and overall ("all") of ``model`` on probe ``items``."""
     import mlx.core as mx
-
-    from .model import final_hidden, visual_features
 
     tok = build_tokenizer()
     hits = {}

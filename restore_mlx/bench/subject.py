@@ -13,8 +13,9 @@ from typing import Optional
 import mlx.core as mx
 import numpy as np
 
-from .bench_configs import BUILTIN, get_config
-from .core.budget import resolve_budget
+from ..adapters.processors import load
+from ..core.budget import resolve_budget
+from .configs import BUILTIN, get_config
 
 QUESTION = "Describe this image in detail."
 # Text around the image in Qwen's chat template (system + user header, question +
@@ -103,8 +104,6 @@ def _load_real(spec: str) -> Subject:
     from mlx_vlm.prompt_utils import apply_chat_template
     from mlx_vlm.utils import prepare_inputs
     from PIL import Image
-
-    from .adapters.processors import load
 
     model, processor = load(spec)
     pixels = np.random.default_rng(0).integers(0, 256, (448, 448, 3), dtype=np.uint8)

@@ -13,6 +13,12 @@ import time
 
 import mlx.core as mx
 
+from ..adapters import adapter_for
+from ..adapters.patching import rope_at
+from ..core.api import reduce
+from ..integration import apply, prepare_tokens, remove
+from .timing import timed_generate
+
 
 def _median_time(fn, repeats):
     out = []
@@ -26,19 +32,15 @@ def _median_time(fn, repeats):
 def _prefill(model, prep):
     """mlx-vlm's generate_step on the prepared prompt: (time to first token, one
     decode step). The patch plan applies when the model is armed for ``prep``."""
-    from .bench import _generate
-
     kwargs = dict(prep.generate_kwargs)
     pixels = kwargs.pop("pixel_values", None)
-    first, tps, _ = _generate(model, prep.input_ids, pixels, kwargs, 4, 2048)
+    first, tps, _ = timed_generate(model, prep.input_ids, pixels, kwargs, 4, 2048)
     return first, 1.0 / tps
 
 
 def _layer_ops(model, prep, repeats):
     """One attention layer's SDPA (additive mask vs causal) and RoPE (per-token vs
     offset) on the reduced prompt's shapes, in the model dtype."""
-    from .adapters.patching import rope_at
-
     attn = model.language_model.model.layers[0].self_attn
     L = prep.input_ids.shape[1]
     hd = attn.q_proj.weight.shape[0] // attn.n_heads
@@ -66,28 +68,24 @@ def _layer_ops(model, prep, repeats):
 
 def profile(s, method="divprune", keep=0.25, repeats=3) -> dict:
     """Stage timings (seconds, medians) of one request on subject ``s``."""
-    import restore_mlx
-    from restore_mlx.integration import prepare_tokens
-
-    from .adapters import adapter_for
-
     model, sample = s.model, s.sample
-    restore_mlx.apply(model, method=method, keep=keep, restore=True)
+    apply(model, method=method, keep=keep, restore=True)
     feats = adapter_for(model).encode(model, sample["pixel_values"], sample).features
     mx.eval(feats)
     side = int(round(feats.shape[1] ** 0.5))
     scores = {"grid": (side, side)} if method == "pool" else {}
-    red = restore_mlx.reduce
 
     def reduce_with(restore):
-        return lambda: red(feats, method, keep=keep, restore=restore, **scores).features
+        return lambda: reduce(
+            feats, method, keep=keep, restore=restore, **scores
+        ).features
 
     out = dict(model=s.name, method=method, keep=keep)
     out["core_reduce_base_s"] = _median_time(reduce_with(False), repeats)
     out["core_reduce_restore_s"] = _median_time(reduce_with(True), repeats)
     stages = {}
     for variant in ("base", "restore"):
-        restore_mlx.apply(model, method=method, keep=keep, restore=variant == "restore")
+        apply(model, method=method, keep=keep, restore=variant == "restore")
         runs = []
         for _ in range(repeats):
             t0 = time.perf_counter()
@@ -103,5 +101,5 @@ def profile(s, method="divprune", keep=0.25, repeats=3) -> dict:
     out.update(stages)
     out.update(_layer_ops(model, prep, repeats))
     out["layers"] = len(model.language_model.model.layers)
-    restore_mlx.remove(model)
+    remove(model)
     return out

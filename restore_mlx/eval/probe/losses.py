@@ -15,10 +15,10 @@ from .targets import (
     FIRST,
     FIRST_POSITION,
     GATHERED,
+    LOOKUP,
     RELATION_HEAD,
     RELATION_POSITION,
     RELATION_TARGET,
-    LOOKUP,
     question_targets,
 )
 from .vocab import EOS, normalize

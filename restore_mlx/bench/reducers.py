@@ -1,6 +1,6 @@
 """Time every reducer, alone and under RESTORE, at real visual-token shapes.
 
-    PYTHONPATH=. python examples/bench_reducers.py --runs 3
+    python -m restore_mlx.bench.reducers --runs 3
 
 Progress goes to stderr, the markdown table to stdout.
 

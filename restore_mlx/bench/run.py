@@ -3,7 +3,7 @@
 One process, interleaved: every repeat runs the unpatched model, then every
 (keep, method, variant), then reverses the order on the next repeat, so slow drift of
 the machine lands on every row alike. Rows report medians over the repeats; RESTORE vs
-its base is paired within each repeat (see ``restore_mlx.bench_report``).
+its base is paired within each repeat (see ``restore_mlx.bench.report``).
 
     python -m restore_mlx.bench --model llava-ov-0.5b --keep 1,0.5,0.11 --repeats 3
 
@@ -15,7 +15,7 @@ row and most of TTFT on a CPU: its run-to-run noise then no longer swamps what d
 after it, and a run pays one tower pass per repeat instead of one per row.
 
 ``--model`` takes a built-in real-shape config (random weights, see
-``restore_mlx.bench_configs``), a local path or a hub id (real weights via mlx-vlm).
+``restore_mlx.bench.configs``), a local path or a hub id (real weights via mlx-vlm).
 """
 
 import json
@@ -25,14 +25,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlx.core as mx
+from mlx_vlm.generate.ar import generate_step
+from mlx_vlm.models.cache import make_prompt_cache
 
-import restore_mlx
-
-from .bench_configs import DEFAULT_MODELS
-from .bench_report import add_ratios, machine, markdown, plot, rows_from_log, summarize
-from .bench_subject import Subject, load_subject
-from .config import RestoreConfig
-from .errors import InputError, OneLineParser, check_can_plot, fail
+from ..config import RestoreConfig
+from ..errors import InputError, OneLineParser, check_can_plot, fail
+from ..integration import (
+    apply,
+    cached_image_kwargs,
+    encode_image,
+    prepare_tokens,
+    reads_cls_attention,
+    remove,
+)
+from .configs import BUILTIN, DEFAULT_MODELS
+from .profile import profile as profile_stages
+from .report import add_ratios, machine, markdown, plot, rows_from_log, summarize
+from .subject import Subject, load_subject
+from .timing import fresh_row, kv_bytes, timed_generate
 
 DEFAULT_KEEP = (1.0, 0.75, 0.5, 0.25, 0.11)
 DEFAULT_METHODS = ("divprune", "pool")
@@ -54,39 +64,6 @@ def _stderr(*parts):
     print(*parts, file=sys.stderr, flush=True)
 
 
-def _generate(model, ids, pixels, kwargs, max_tokens, step):
-    """Plain ``mlx_vlm`` ``generate_step``: (time to first token, decode tok/s, cache)."""
-    from mlx_vlm.generate.ar import generate_step
-    from mlx_vlm.models.cache import make_prompt_cache
-
-    cache = make_prompt_cache(model.language_model)
-    stamps, t0 = [], time.perf_counter()
-    for _ in generate_step(
-        ids, model, pixels, None, max_tokens=max_tokens, temperature=0.0,
-        prompt_cache=cache, prefill_step_size=step, **kwargs,
-    ):  # fmt: skip
-        stamps.append(time.perf_counter())
-    tps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
-    return stamps[0] - t0, tps, cache
-
-
-def _kv_bytes(cache, tokens: int) -> int:
-    """Bytes the KV cache holds for ``tokens`` positions (its buffers grow in steps)."""
-    total = 0
-    for c in cache:
-        if getattr(c, "keys", None) is not None:
-            total += (c.keys.nbytes + c.values.nbytes) // c.keys.shape[2] * tokens
-    return total
-
-
-def _fresh() -> float:
-    """Start a row: empty MLX's buffer cache, reset the peak; GB resident before it
-    (the weights and the request), so the peak above it is what the row adds."""
-    mx.clear_cache()
-    mx.reset_peak_memory()
-    return mx.get_active_memory() / 1e9
-
-
 def run_unpatched(s: Subject, max_tokens: int, step, reuse=None) -> dict:
     """mlx-vlm alone. vision_s is a separate call of its own embedding step (tower,
     projector, merge); TTFT is the end-to-end ``generate_step`` to the first token.
@@ -94,11 +71,9 @@ def run_unpatched(s: Subject, max_tokens: int, step, reuse=None) -> dict:
     With ``reuse``, ``generate_step`` takes the encoded image through mlx-vlm's own
     ``cached_image_features`` (its embedding step then skips the tower) and TTFT is
     that plus the repeat's separately timed tower."""
-    from restore_mlx.integration import cached_image_kwargs
-
-    restore_mlx.remove(s.model)
+    remove(s.model)
     ids, pixels, extra = s.split()
-    resident = _fresh()
+    resident = fresh_row()
     if reuse is None:
         t0 = time.perf_counter()
         mx.eval(s.model.get_input_embeddings(ids, pixels, **extra).inputs_embeds)
@@ -106,14 +81,14 @@ def run_unpatched(s: Subject, max_tokens: int, step, reuse=None) -> dict:
     else:
         vision_s = reuse.vision_s
         extra = {**extra, **cached_image_kwargs(s.model, reuse.encoded)}
-    first, tps, cache = _generate(s.model, ids, pixels, extra, max_tokens, step)
+    first, tps, cache = timed_generate(s.model, ids, pixels, extra, max_tokens, step)
     ttft = first if reuse is None else vision_s + first
     s.kv_shape = [(c.keys.shape, c.keys.dtype) for c in cache]
     return dict(
         vision_s=vision_s, reduce_s=0.0, setup_s=0.0, prefill_s=ttft - vision_s,
         ttft_s=ttft, decode_tps=tps, peak_memory_gb=mx.get_peak_memory() / 1e9,
         peak_extra_gb=mx.get_peak_memory() / 1e9 - resident,
-        kv_bytes=_kv_bytes(cache, ids.shape[1]), kept_tokens=s.visual_tokens,
+        kv_bytes=kv_bytes(cache, ids.shape[1]), kept_tokens=s.visual_tokens,
         prompt_tokens=ids.shape[1],
     )  # fmt: skip
 
@@ -125,10 +100,8 @@ def run_restore(
     reduction, positions and biases), then the same ``generate_step`` call. With
     ``reuse``, ``prepare_tokens`` takes the encoded image and TTFT adds the repeat's
     separately timed tower instead of its own."""
-    from restore_mlx.integration import prepare_tokens
-
-    restore_mlx.apply(s.model, method=method, keep=keep, restore=variant == "restore")
-    resident = _fresh()
+    apply(s.model, method=method, keep=keep, restore=variant == "restore")
+    resident = fresh_row()
     t0 = time.perf_counter()
     encoded = reuse.encoded if reuse is not None else None
     prep = prepare_tokens(s.model, s.sample, encoded=encoded)
@@ -136,7 +109,7 @@ def run_restore(
     vision_s = prep.vision_s if reuse is None else reuse.vision_s
     kwargs = dict(prep.generate_kwargs)
     pixels = kwargs.pop("pixel_values", None)
-    first, tps, cache = _generate(
+    first, tps, cache = timed_generate(
         s.model, prep.input_ids, pixels, kwargs, max_tokens, step
     )
     return dict(
@@ -145,7 +118,7 @@ def run_restore(
         ttft_s=vision_s + prep_s - prep.vision_s + first, decode_tps=tps,
         peak_memory_gb=mx.get_peak_memory() / 1e9,
         peak_extra_gb=mx.get_peak_memory() / 1e9 - resident,
-        kv_bytes=_kv_bytes(cache, prep.prompt_tokens),
+        kv_bytes=kv_bytes(cache, prep.prompt_tokens),
         kept_tokens=prep.visual_tokens_after, prompt_tokens=prep.prompt_tokens,
     )  # fmt: skip
 
@@ -154,10 +127,7 @@ def run_reference_decode(s: Subject, length: int, max_tokens: int) -> float:
     """Unpatched decode tok/s with a KV cache of ``length`` tokens (filled with zeros:
     decode cost depends on the cache length, not its content). Compares decode at
     equal context with a reduced prompt of that length."""
-    from mlx_vlm.generate.ar import generate_step
-    from mlx_vlm.models.cache import make_prompt_cache
-
-    restore_mlx.remove(s.model)
+    remove(s.model)
     cache = make_prompt_cache(s.model.language_model)
     for c, (shape, dtype) in zip(cache, s.kv_shape):
         kv = mx.zeros((shape[0], shape[1], length, shape[3]), dtype=dtype)
@@ -188,16 +158,12 @@ def _plan(keeps, methods):
 def _encoding_recipe(methods) -> RestoreConfig:
     """A recipe whose ``encode_image`` serves every method: the first that reads
     [CLS] attention, if one does (the encoding then carries it), else any."""
-    from .integration import reads_cls_attention
-
     cls = [m for m in methods if reads_cls_attention(m)]
     return RestoreConfig(method=(cls or list(methods))[0])
 
 
 def time_tower(s: Subject, recipe: RestoreConfig) -> float:
     """One separately timed pass of the vision tower (its result is dropped)."""
-    from restore_mlx.integration import encode_image
-
     mx.clear_cache()  # as every row starts
     return encode_image(s.model, s.sample, config=recipe).vision_s
 
@@ -206,8 +172,6 @@ def bench_subject(
     s: Subject, keeps, methods, repeats, max_tokens, step, log=None, reuse_vision=False
 ):
     """All rows of one model: medians over ``repeats`` interleaved passes."""
-    from restore_mlx.integration import encode_image
-
     log = log or _stderr
     samples = {}
     jobs = _plan(keeps, methods)
@@ -220,9 +184,9 @@ def bench_subject(
     # ids without the image: every code path once, one vision pass instead of three
     # (none with --reuse-vision: the encoding above has run the tower).
     run_restore(s, methods[0], min(keeps), "restore", 2, step, reuse)
-    restore_mlx.remove(s.model)
+    remove(s.model)
     ids, _, _ = s.split()
-    _generate(s.model, ids, None, {}, 2, step)
+    timed_generate(s.model, ids, None, {}, 2, step)
     for r in range(repeats):
         t_rep = time.perf_counter()
         if reuse is not None:
@@ -252,8 +216,6 @@ def run(
     """Benchmark every model; returns the JSON document (machine, settings, rows and,
     with ``profile=(method, keep)``, a stage profile of the RESTORE path per model).
     ``reuse_vision``: encode each image once, time the tower apart (module doc)."""
-    from .bench_profile import profile as profile_stages
-
     log = log or _stderr
 
     settings = dict(
@@ -291,8 +253,6 @@ def _profile_spec(text):
 
 
 def configure_parser() -> OneLineParser:
-    from .bench_configs import BUILTIN
-
     p = OneLineParser(
         prog="python -m restore_mlx.bench", description=__doc__.split("\n\n")[0]
     )

@@ -13,7 +13,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .scenes import COLORS, GRID, IMAGE_SIZE, PATCH, SHAPES
-from .vocab import EOS, IMAGE, words
+from .vocab import EOS, IMAGE, words, write_side_files
 
 N_VISUAL = (IMAGE_SIZE // PATCH) ** 2
 
@@ -119,8 +119,6 @@ def write_random_checkpoint(
     path, width: int = 32, layers: int = 1, seed: int = 0
 ) -> dict:
     """An untrained probe checkpoint (all files) at ``path``; for tests and timing."""
-    from .vocab import write_side_files
-
     if width < 32 or width % 32:
         raise ValueError(f"width must be a positive multiple of 32, got {width}")
     mx.random.seed(seed)

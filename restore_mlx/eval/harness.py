@@ -22,16 +22,32 @@ greedy generation from the same reduced prompt.
 
 import sys
 import time
+from pathlib import Path
 
-from .errors import (
+from ..adapters.processors import load
+from ..config import RestoreConfig
+from ..core.api import REDUCERS
+from ..errors import (
     InputError,
     OneLineParser,
+    UnsupportedMethod,
     check_can_plot,
     check_output,
     fail,
     write_json_atomic,
 )
-from .presets import VARIANTS
+from ..integration import (
+    apply,
+    encode_image,
+    inspect_prefill,
+    prepare_tokens,
+    reads_cls_attention,
+    tokenize_prompt,
+)
+from ..presets import VARIANTS
+from .probe.data import probe_items, read_jsonl
+from .probe.metrics import aggregate, cosine, is_correct, kl_divergence
+from .probe.report import markdown, plot
 
 DEFAULT_KEEPS = (0.75, 0.5, 0.25, 0.11)
 
@@ -54,8 +70,6 @@ def _predict(model, processor, prepared, trace, item, prompt, max_tokens):
 
 
 def _record(item, trace, full, prepared, pred, truncated, **labels):
-    from .probe.metrics import cosine, is_correct, kl_divergence
-
     return dict(
         labels,
         family=item["family"],
@@ -77,15 +91,6 @@ def evaluate(model, processor, items, methods, keeps, variants=tuple(VARIANTS), 
     architecture) gives records with ``skipped`` set to the reason, not an error.
     """
     from mlx_vlm.prompt_utils import apply_chat_template
-
-    from .config import RestoreConfig
-    from .integration import (
-        apply,
-        encode_image,
-        inspect_prefill,
-        prepare_tokens,
-        tokenize_prompt,
-    )
 
     apply(model, method=methods[0], keep=1.0)
     configs = [(m, v, k) for m in methods for v in variants for k in keeps]
@@ -131,7 +136,7 @@ def evaluate(model, processor, items, methods, keeps, variants=tuple(VARIANTS), 
                     model, sample, config=cfg, encoded=encodings.get(cfg)
                 )
                 trace = inspect_prefill(model, prep)
-            except ValueError as e:  # e.g. a score this model cannot provide
+            except UnsupportedMethod as e:  # e.g. a score this model cannot provide
                 skipped[(m, v, k)] = str(e)
                 records.append(dict(labels, family=item["family"], skipped=str(e)))
                 continue
@@ -152,8 +157,6 @@ class _Encodings:
         self.model, self.sample, self.encode, self.cache = model, sample, encode, {}
 
     def get(self, cfg):
-        from .integration import reads_cls_attention
-
         key = cfg.method if reads_cls_attention(cfg.method) else None
         if key not in self.cache:
             self.cache[key] = self.encode(self.model, self.sample, config=cfg)
@@ -186,8 +189,6 @@ class _Progress:
 
 def load_items(args) -> tuple:
     """The questions and a short description of where they came from."""
-    from .probe.data import probe_items, read_jsonl
-
     if args.data is not None:
         return read_jsonl(args.data, args.image_root, args.samples), str(args.data)
     return probe_items(args.seed, args.samples), f"probe test set, seed {args.seed}"
@@ -195,11 +196,6 @@ def load_items(args) -> tuple:
 
 def run(args) -> dict:
     """Load, evaluate, write the outputs the flags ask for; return the JSON document."""
-    from mlx_vlm.utils import load
-
-    from .probe.metrics import aggregate
-    from .probe.report import markdown, plot
-
     items, source = load_items(args)
     model, processor = load(args.model)
     t0 = time.perf_counter()
@@ -231,14 +227,10 @@ def run(args) -> dict:
 
 
 def _sibling(path, suffix):
-    from pathlib import Path
-
     return str(Path(path).with_suffix(suffix))
 
 
 def configure_parser():
-    from . import REDUCERS
-
     p = OneLineParser(
         prog="python -m restore_mlx.eval",
         description=__doc__.splitlines()[0].split(":")[0] + ".",
