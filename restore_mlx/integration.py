@@ -18,13 +18,15 @@ from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from .adapters import SUPPORTED, adapter_for
-from .adapters.contract import LayoutRequest
+from .adapters.contract import LayoutRequest, visual_slots
 from .adapters.processors import fix_processor
 from .adapters.scores import method_scores, score_names
 from .config import RestoreConfig
-from .core.api import REDUCERS, reduce
+from .core.api import REDUCERS
+from .core.segments import reduce_segments, whole
 from .core.budget import resolve_budget
 from .core.types import Reduction
 from .presets import get_preset
@@ -61,6 +63,7 @@ class EncodedImage:
     cls: Optional[mx.array]
     vision_s: float
     cls_for: Optional[str] = None
+    segments: Optional[tuple] = None
 
     @property
     def tokens(self) -> int:
@@ -179,7 +182,7 @@ def encode_image(model, sample, *, config=None) -> EncodedImage:
     out = adapter.encode(model, pixels, sample, cls_for)
     mx.eval([a for a in (out.features, out.cls) if a is not None])
     elapsed = time.perf_counter() - t0
-    return EncodedImage(out.features, out.grid, out.cls, elapsed, cls_for)
+    return EncodedImage(out.features, out.grid, out.cls, elapsed, cls_for, out.segments)
 
 
 def cached_image_kwargs(model, encoded: EncodedImage) -> dict:
@@ -270,8 +273,11 @@ def tokenize_prompt(
 def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPrompt:
     """``prepare_inputs`` from processor output ``sample`` (``input_ids`` [1, T],
     ``pixel_values`` and model extras such as ``image_grid_thw``). With ``encoded``
-    (``encode_image`` of the same image) the vision tower does not run; ValueError
-    when it does not fit the prompt or lacks the [CLS] attention the method reads."""
+    (``encode_image`` of the same images) the vision tower does not run; ValueError
+    when it does not fit the prompt or lacks the [CLS] attention the method reads.
+
+    Every image (and tile) of the prompt is a segment of its own: the budget applies to
+    the whole prompt and is split over them (``core.segments``)."""
     state, adapter = _state(model), adapter_for(model)
     cfg = config or state.config
     ids = sample["input_ids"]
@@ -279,58 +285,82 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
         raise ValueError(
             f"only batch 1 is supported, got input_ids of shape {ids.shape}"
         )
-    pixels = sample.get("pixel_values")
-    span = adapter.image_span(model, ids) if pixels is not None else None
-    if span is None:
+    spans = ()
+    if sample.get("pixel_values") is not None:
+        spans = adapter.image_spans(model, ids)
+    if not spans:
         if encoded is not None:
             raise ValueError("an encoded image was given but the prompt has no image")
-        return _unreduced(state, adapter, sample, None, 0, 0.0)
-    start, n = span.start, span.length
+        return _unreduced(state, adapter, sample, None, 0.0)
+    slots = visual_slots(spans)
     vision_s = 0.0
     if encoded is None:
         encoded = encode_image(model, sample, config=cfg)
         vision_s = encoded.vision_s
-    _check_fits(model, adapter, encoded, n, cfg)
-    features, grid, cls = encoded.features, encoded.grid, encoded.cls
-    m = resolve_budget(n, keep=cfg.keep, tokens=cfg.tokens)
-    if m == n:
-        return _unreduced(state, adapter, sample, (start, features), n, vision_s)
-    need = score_names(REDUCERS[cfg.method])
+    _check_fits(model, adapter, encoded, slots.shape[0], cfg)
+    segments = encoded.segments or whole(encoded.tokens, encoded.grid)
+    reducible = sum(s.length for s in segments if s.reducible)
+    if resolve_budget(reducible, keep=cfg.keep, tokens=cfg.tokens) == reducible:
+        return _unreduced(state, adapter, sample, (slots, encoded.features), vision_s)
     t1 = time.perf_counter()
-    scores = method_scores(
-        model, adapter, sample, cfg, need, features, start, grid, cls
-    )
-    red = reduce(
-        features, cfg.method, keep=cfg.keep, tokens=cfg.tokens, restore=cfg.restore,
-        anchors=cfg.anchors, anchor_rule=cfg.anchor_rule, position_rule=cfg.position_rule,
-        **scores,
-    )  # fmt: skip
-    mx.eval(red.features, red.sizes, red.positions)
+    red = _reduce(model, adapter, sample, cfg, encoded, segments, slots)
     reduce_s = time.perf_counter() - t1
     request = LayoutRequest(
-        sample, red.features, red.positions[0], span, cfg.restore and cfg.positions
+        sample, red.features, red.positions[0], spans, cfg.restore and cfg.positions
     )
     lay = adapter.layout(model, request)
-    dtype = adapter.layers(model)[0].input_layernorm.weight.dtype
-    freqs = adapter.rope_frequencies(model)
-    prompt = reduced_prompt(cfg, lay, red.sizes[0], start, freqs, dtype)
+    prompt = _calibrated(model, adapter, cfg, lay, red, request, segments)
     state.set_prompt(prompt)
     return PreparedPrompt(
-        lay.input_ids, lay.generate_kwargs, red, n, red.num_tokens,
+        lay.input_ids, lay.generate_kwargs, red, slots.shape[0], red.num_tokens,
         lay.input_ids.shape[1], vision_s, reduce_s, prompt,
     )  # fmt: skip
 
 
-def _unreduced(state, adapter, sample, image, n, vision_s) -> PreparedPrompt:
+def _reduce(model, adapter, sample, cfg, encoded, segments, slots) -> Reduction:
+    """The method's scores, then the reduction of every segment."""
+    need = score_names(REDUCERS[cfg.method])
+    scores = method_scores(model, adapter, sample, need, encoded, slots)
+    red = reduce_segments(
+        encoded.features, segments, cfg.method, keep=cfg.keep, tokens=cfg.tokens,
+        restore=cfg.restore, anchors=cfg.anchors, anchor_rule=cfg.anchor_rule,
+        position_rule=cfg.position_rule, **scores,
+    )  # fmt: skip
+    mx.eval(red.features, red.sizes, red.positions)
+    return red
+
+
+def _calibrated(model, adapter, cfg, lay, red, request, segments) -> Prompt:
+    """The request's Prompt: which reduced-prompt tokens are visual, and the sizes of
+    those the reduction touched (fixed tokens such as row separators count as text)."""
+    positions = np.array(red.positions[0])
+    kept = np.array(visual_slots(request.spans))[positions]
+    index = np.searchsorted(np.array(request.columns), kept)  # both ascending
+    reducible = np.ones(len(np.array(visual_slots(request.spans))), dtype=bool)
+    for s in segments:
+        reducible[s.offset : s.offset + s.length] = s.reducible
+    own = np.flatnonzero(reducible[positions]).astype(np.int32)
+    visual = np.zeros(lay.input_ids.shape[1], dtype=bool)
+    visual[index] = True
+    dtype = adapter.layers(model)[0].input_layernorm.weight.dtype
+    sizes = red.sizes[0][mx.array(own)]
+    slots = mx.array(index[own].astype(np.int32))
+    freqs = adapter.rope_frequencies(model)
+    return reduced_prompt(cfg, lay, mx.array(visual), slots, sizes, freqs, dtype)
+
+
+def _unreduced(state, adapter, sample, image, vision_s) -> PreparedPrompt:
     """A prompt that runs as mlx-vlm runs it (no image, or a budget that keeps all)."""
     ids = sample["input_ids"]
     kwargs = {k: v for k, v in sample.items() if k != "input_ids"}
     visual = mx.zeros((ids.shape[1],), dtype=mx.bool_)
+    n = 0
     if image is not None:
-        start, features = image
+        slots, features = image
         # Reuse the tower's output: the prefill merges it instead of re-encoding.
         kwargs["cached_image_features"] = adapter.cached_image_features(features)
-        visual[start : start + n] = True
+        visual[slots] = True
+        n = slots.shape[0]
     prompt = Prompt(ids=ids, visual=visual)
     state.set_prompt(prompt)
     return PreparedPrompt(ids, kwargs, None, n, n, ids.shape[1], vision_s, 0.0, prompt)

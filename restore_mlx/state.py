@@ -82,13 +82,14 @@ class Prompt:
         return self.ids.shape[1]
 
 
-def reduced_prompt(cfg, lay: ReducedLayout, sizes, start: int, freqs, dtype) -> Prompt:
-    """The ``Prompt`` of a reduced request: ``sizes`` [M] of the reduced visual tokens
-    that start at ``start`` in ``lay.input_ids``, biases as ``cfg`` switches them."""
-    P, M = lay.input_ids.shape[1], sizes.shape[0]
-    visual = mx.zeros((P,), dtype=mx.bool_)
-    visual[start : start + M] = True
-    slots = mx.arange(start, start + M)
+def reduced_prompt(cfg, lay: ReducedLayout, visual, slots, sizes, freqs, dtype):
+    """The ``Prompt`` of a reduced request, biases as ``cfg`` switches them.
+
+    ``visual`` [P] flags the visual tokens of ``lay.input_ids``; ``slots`` [K] are the
+    indices of the reduced ones (the size bias's visual keys) and ``sizes`` [K] their
+    sizes; ``freqs`` the model's ``RopeFrequencies``, ``dtype`` its dtype.
+    """
+    P = lay.input_ids.shape[1]
     log_sizes = positions = tables = None
     if cfg.restore and cfg.size_bias:
         true = cal.log_sizes(cal.key_sizes(P, slots, sizes))

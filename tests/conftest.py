@@ -141,10 +141,31 @@ def tiny_qwen2_5_vl(seed=0):
     return _qwen(qwen2_5_vl, vision, seed)
 
 
+def _two_images(build):
+    """``build``'s model with a prompt of two images (the second one flipped)."""
+
+    def two(seed=0):
+        model, sample = build(seed)
+        ids = sample["input_ids"][0].tolist()
+        cut = len(ids) - 3  # the second image goes after the first's text
+        ids = mx.array([ids[:cut] + ids[: len(ids) - 7][-17:] + ids[cut:]])
+        pixels = sample["pixel_values"]
+        two = dict(sample, input_ids=ids.astype(mx.int32))
+        two["pixel_values"] = mx.concatenate([pixels, pixels[::-1]], axis=0)
+        if "image_grid_thw" in sample:
+            two["image_grid_thw"] = mx.concatenate([sample["image_grid_thw"]] * 2)
+        return model, two
+
+    return two
+
+
+# Keyed by case; a case's architecture is its model's model_type.
 BUILDERS = {
     "llava": tiny_llava,
     "qwen2_vl": tiny_qwen2_vl,
     "qwen2_5_vl": tiny_qwen2_5_vl,
+    "llava-2images": _two_images(tiny_llava),
+    "qwen2_vl-2images": _two_images(tiny_qwen2_vl),
 }
 
 

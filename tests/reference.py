@@ -115,16 +115,16 @@ class Layout:
     length: int  # unreduced prompt length T
 
 
-def layout_of(prepared, start, n, length) -> Layout:
-    """Slots, visual flags and sizes of ``prepared`` (a restore_mlx PreparedPrompt)."""
+def layout_of(prepared, spans, length) -> Layout:
+    """Slots, visual flags and sizes of ``prepared`` (a restore_mlx PreparedPrompt)
+    whose image runs were ``spans`` in a prompt of ``length`` tokens."""
     red = prepared.reduction
-    kept = np.array(red.positions[0]) + start
-    m = kept.shape[0]
-    slots = np.concatenate([np.arange(start), kept, np.arange(start + n, length)])
-    visual = np.zeros(slots.shape[0], dtype=bool)
-    visual[start : start + m] = True
+    image = np.concatenate([np.arange(s.start, s.start + s.length) for s in spans])
+    kept = image[np.array(red.positions[0])]
+    slots = np.sort(np.concatenate([np.setdiff1d(np.arange(length), image), kept]))
+    visual = np.isin(slots, kept)
     sizes = np.ones(slots.shape[0])
-    sizes[start : start + m] = np.array(red.sizes[0])
+    sizes[visual] = np.array(red.sizes[0])
     return Layout(slots, visual, sizes, length)
 
 
@@ -169,7 +169,7 @@ def head(lm, h):
 
 def reference_logits(arch, model, embeds, masks, positions):
     """Unpatched layers one by one with layer 0's mask, then the later layers' mask."""
-    lm, spec = model.language_model, REFERENCE[arch]
+    lm, spec = model.language_model, REFERENCE[model.config.model_type]
     h = embeds
     for i, layer in enumerate(lm.model.layers):
         mask = mx.array(masks[0] if i == 0 else masks[1])

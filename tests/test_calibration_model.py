@@ -51,10 +51,10 @@ def patched_logits(model, prepared, tokens):
 
 
 def expected_logits(arch, ref_model, sample, prepared, tokens, **switches):
-    spec = REFERENCE[arch]
+    spec = REFERENCE[ref_model.config.model_type]
     T = sample["input_ids"].shape[1]
-    span = adapter_for(ref_model).image_span(ref_model, sample["input_ids"])
-    lay = layout_of(prepared, span.start, span.length, T)
+    spans = adapter_for(ref_model).image_spans(ref_model, sample["input_ids"])
+    lay = layout_of(prepared, spans, T)
     positions = spec.positions(ref_model, sample["input_ids"], sample, len(tokens))
     cos, sin = spec.angles(ref_model, positions)
     masks = reference_masks(lay, cos, sin, len(tokens), **switches)

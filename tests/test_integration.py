@@ -8,6 +8,7 @@ from mlx_vlm.models.cache import make_prompt_cache
 
 import restore_mlx.integration as ri
 from restore_mlx.adapters import adapter_for
+from restore_mlx.adapters.contract import visual_slots
 
 STEPS = 4
 PRUNE = dict(
@@ -42,9 +43,9 @@ def run_plain(model, sample, **options):
 
 
 def span_of(model, sample):
-    """(start, N, T): where the image tokens are, how many, and the prompt length."""
-    span = adapter_for(model).image_span(model, sample["input_ids"])
-    return span.start, span.length, sample["input_ids"].shape[1]
+    """(spans, N, T): the image runs, how many image tokens, and the prompt length."""
+    spans = adapter_for(model).image_spans(model, sample["input_ids"])
+    return spans, sum(s.length for s in spans), sample["input_ids"].shape[1]
 
 
 def all_equal(a, b):
@@ -148,9 +149,11 @@ def _reduced(model, prepared, tokens):
     return logits
 
 
-def _keep_rows(prepared, start, n, T):
-    kept = (start + prepared.reduction.positions[0]).tolist()
-    return mx.array(list(range(start)) + kept + list(range(start + n, T)))
+def _keep_rows(prepared, spans, n, T):
+    slots = visual_slots(spans)
+    kept = set(slots[prepared.reduction.positions[0]].tolist())
+    removed = set(slots.tolist()) - kept
+    return mx.array([i for i in range(T) if i not in removed])
 
 
 def test_pruning_at_original_positions_equals_masked_full_model(arch):

@@ -11,28 +11,52 @@ from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import mlx.core as mx
+import numpy as np
+
+from ..core.types import Segment
 
 
 @dataclass(frozen=True)
 class ImageSpan:
-    """The run of image tokens in a prompt: ``length`` tokens from index ``start``."""
+    """A run of image tokens in a prompt: ``length`` tokens from index ``start``. A
+    prompt's visual tokens are the tokens of all its runs, in order."""
 
     start: int
     length: int
+
+
+def visual_slots(spans) -> mx.array:
+    """The prompt index [N] of every visual token of ``spans``, in order."""
+    return mx.concatenate(
+        [mx.arange(s.start, s.start + s.length, dtype=mx.int32) for s in spans]
+    )
+
+
+def kept_columns(length: int, spans, kept: mx.array) -> mx.array:
+    """The unreduced-prompt index [P] of every token of the reduced prompt: text and
+    the ``kept`` visual tokens (indices into ``visual_slots(spans)``), in order."""
+    slots = np.array(visual_slots(spans))
+    keep = np.ones(length, dtype=bool)
+    keep[slots] = False
+    keep[slots[np.array(kept).astype(np.int64)]] = True
+    return mx.array(np.flatnonzero(keep).astype(np.int32))
 
 
 @dataclass(frozen=True)
 class VisionOutput:
     """An image through the vision tower, as the language model receives it.
 
-    ``features`` [1, N, D]; ``grid`` the (h, w) layout of the N tokens, or None;
+    ``features`` [1, N, D], one row per visual token of the prompt, in prompt order;
+    ``grid`` the (h, w) layout of the N tokens when they form one grid, or None;
     ``cls`` [1, N] attention from [CLS] (or the tower's substitute) to each token, only
-    when a method reads it, else None.
+    when a method reads it, else None; ``segments`` how the N tokens split into
+    images, tiles and fixed tokens (None: one reducible segment on ``grid``).
     """
 
     features: mx.array
     grid: Optional[tuple] = None
     cls: Optional[mx.array] = None
+    segments: Optional[Sequence[Segment]] = None
 
 
 @dataclass(frozen=True)
@@ -41,15 +65,21 @@ class LayoutRequest:
 
     ``sample`` the processor output (``input_ids`` [1, T], ``pixel_values``, extras);
     ``features`` [1, M, D] the reduced visual tokens; ``kept`` [M] the original index
-    (0..N-1) each of them stands at; ``original_positions`` whether RoPE keeps those
-    original positions (RESTORE) or re-indexes the reduced prompt contiguously.
+    (0..N-1, into ``visual_slots(spans)``) each of them stands at; ``spans`` the
+    prompt's image runs; ``original_positions`` whether RoPE keeps those original
+    positions (RESTORE) or re-indexes the reduced prompt contiguously.
     """
 
     sample: dict
     features: mx.array
     kept: mx.array
-    span: ImageSpan
+    spans: tuple
     original_positions: bool
+
+    @property
+    def columns(self) -> mx.array:
+        """``kept_columns`` of this request: where each reduced token came from."""
+        return kept_columns(self.sample["input_ids"].shape[1], self.spans, self.kept)
 
 
 @dataclass(frozen=True)
@@ -101,8 +131,9 @@ class Adapter(Protocol):
         """``features`` [1, N, D] in the form mlx-vlm's merge takes them as
         ``cached_image_features``."""
 
-    def image_span(self, model, input_ids) -> Optional[ImageSpan]:
-        """The image tokens of ``input_ids`` [1, T], or None without an image."""
+    def image_spans(self, model, input_ids) -> tuple:
+        """The runs of image tokens (``ImageSpan``) of ``input_ids`` [1, T], in order;
+        empty without an image."""
 
     def full_positions(self, model, input_ids, sample) -> mx.array:
         """RoPE positions [T] or [3, T] of the unreduced prompt."""

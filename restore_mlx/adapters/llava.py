@@ -10,6 +10,7 @@ import mlx.core as mx
 
 from ..core import calibration as cal
 from ..errors import UnsupportedMethod
+from ..core.types import Segment
 from .contract import ImageSpan, ReducedLayout, RopeFrequencies, VisionOutput
 from .patching import (
     attend,
@@ -48,22 +49,22 @@ def rope_frequencies(model) -> RopeFrequencies:
     return RopeFrequencies(cal.rope_thetas(rope.dims, rope.base, scale=rope.scale))
 
 
-def image_span(model, input_ids):
-    """The one run of image tokens in ``input_ids`` [1, T], or None."""
-    return token_span(input_ids, model.config.image_token_index)
+def image_spans(model, input_ids):
+    """The runs of image tokens in ``input_ids`` [1, T], one per image."""
+    return token_runs(input_ids, model.config.image_token_index)
 
 
-def token_span(input_ids, token):
-    """The one contiguous run of ``token`` in ``input_ids`` [1, T], or None."""
-    hits = [i for i, t in enumerate(input_ids[0].tolist()) if t == token]
-    if not hits:
-        return None
-    start, n = hits[0], len(hits)
-    if hits[-1] != start + n - 1:
-        raise ValueError(
-            "only one image per prompt is supported (image tokens not contiguous)"
-        )
-    return ImageSpan(start, n)
+def token_runs(input_ids, token) -> tuple:
+    """Every maximal run of ``token`` in ``input_ids`` [1, T], in order."""
+    runs, start = [], None
+    ids = input_ids[0].tolist()
+    for i, t in enumerate(ids + [None]):
+        if t == token and start is None:
+            start = i
+        elif t != token and start is not None:
+            runs.append(ImageSpan(start, i - start))
+            start = None
+    return tuple(runs)
 
 
 def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:
@@ -78,13 +79,16 @@ def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:
     picks = [layer] if isinstance(layer, int) else list(layer)
     chosen = [hidden[i][:, 1:] if strategy == "default" else hidden[i] for i in picks]
     features = model.multi_modal_projector(mx.concatenate(chosen, axis=-1))
-    n = features.shape[1]
+    images, n, _ = features.shape  # one row of N tokens per image
     side = int(round(n**0.5))
     grid = (side, n // side) if side * (n // side) == n else None
+    segments = tuple(Segment(i * n, n, grid, image=i) for i in range(images))
     cls = None
     if need_cls:
         cls = _cls_attention(vision, hidden, picks[0], strategy, need_cls)
-    return VisionOutput(features, grid, cls)
+        cls = cls.reshape(1, -1)
+    features = features.reshape(1, images * n, -1)
+    return VisionOutput(features, grid if images == 1 else None, cls, segments)
 
 
 def _cls_attention(vision, hidden, layer, strategy, method):
@@ -120,25 +124,10 @@ def full_positions(model, input_ids, sample):
     return mx.arange(input_ids.shape[1], dtype=mx.int32)
 
 
-def splice_image(input_ids, span: ImageSpan, kept_positions: mx.array, token: int):
-    """Reduced ids [1, P] (the image run replaced by M image tokens) and the original
-    index [P] of every reduced-prompt token in the unreduced prompt."""
-    T, M = input_ids.shape[1], kept_positions.shape[0]
-    start, end = span.start, span.start + span.length
-    image = mx.full((1, M), token, dtype=input_ids.dtype)
-    ids = mx.concatenate([input_ids[:, :start], image, input_ids[:, end:]], axis=1)
-    cols = mx.concatenate(
-        [mx.arange(start), start + kept_positions.astype(mx.int32), mx.arange(end, T)]
-    )
-    return ids, cols.astype(mx.int32)
-
-
 def layout(model, request) -> ReducedLayout:
     """The reduced prompt: ids, prompt positions, decode shift, generate kwargs."""
-    sample, span = request.sample, request.span
-    ids, cols = splice_image(
-        sample["input_ids"], span, request.kept, model.config.image_token_index
-    )
+    sample, cols = request.sample, request.columns
+    ids = sample["input_ids"][:, cols]
     kwargs = {
         "pixel_values": sample["pixel_values"],
         "cached_image_features": cached_image_features(request.features),
@@ -146,7 +135,8 @@ def layout(model, request) -> ReducedLayout:
     if not request.original_positions:
         positions = mx.arange(ids.shape[1], dtype=mx.int32)
         return ReducedLayout(ids, positions, kwargs)
-    shift = cal.decode_shift(span.length, request.features.shape[1])
+    n = sum(s.length for s in request.spans)
+    shift = cal.decode_shift(n, request.features.shape[1])
     return ReducedLayout(ids, cols, kwargs, rope=cols, shift=shift)
 
 

@@ -14,8 +14,9 @@ import mlx.core as mx
 
 from ..core import calibration as cal
 from ..errors import UnsupportedMethod
+from ..core.types import Segment
 from .contract import ReducedLayout, RopeFrequencies, VisionOutput
-from .llava import splice_image, token_span
+from .llava import token_runs
 from .patching import (
     attend,
     language_layers,
@@ -74,9 +75,9 @@ def rope_frequencies(model) -> RopeFrequencies:
     )
 
 
-def image_span(model, input_ids):
-    """The one run of image tokens in ``input_ids`` [1, T], or None."""
-    return token_span(input_ids, model.config.image_token_id)
+def image_spans(model, input_ids):
+    """The runs of image tokens in ``input_ids`` [1, T], one per image."""
+    return token_runs(input_ids, model.config.image_token_id)
 
 
 def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:
@@ -92,16 +93,28 @@ def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:
             "use a method without cls_attention, e.g. divprune, dart, fastv, tome, pool"
         )
     thw = sample.get("image_grid_thw")
-    if thw is None or thw.shape[0] != 1:
-        raise ValueError("Qwen prompts need image_grid_thw for exactly one image")
+    if thw is None:
+        raise ValueError("Qwen image prompts need image_grid_thw (processor output)")
     dtype = model.vision_tower.patch_embed.proj.weight.dtype
     features = model.vision_tower(
         pixel_values.astype(dtype), thw, output_hidden_states=False
     )
-    t, h, w = thw[0].tolist()
-    merge = model.config.vision_config.spatial_merge_size
-    grid = (h // merge, w // merge) if t == 1 else None
-    return VisionOutput(features[None], grid)
+    segments = image_segments(
+        thw.tolist(), model.config.vision_config.spatial_merge_size
+    )
+    grid = segments[0].grid if len(segments) == 1 else None
+    return VisionOutput(features[None], grid, segments=segments)
+
+
+def image_segments(grid_thw, merge: int) -> tuple:
+    """One segment per image of ``grid_thw`` rows (t, h, w), on its merged grid."""
+    segments, offset = [], 0
+    for i, (t, h, w) in enumerate(grid_thw):
+        n = t * (h // merge) * (w // merge)
+        grid = (h // merge, w // merge) if t == 1 else None
+        segments.append(Segment(offset, n, grid, image=i))
+        offset += n
+    return tuple(segments)
 
 
 def cached_image_features(features):
@@ -120,10 +133,8 @@ def full_positions(model, input_ids, sample):
 
 def layout(model, request) -> ReducedLayout:
     """The reduced prompt: ids, (t, h, w) positions, rope_deltas, generate kwargs."""
-    sample = request.sample
-    ids, cols = splice_image(
-        sample["input_ids"], request.span, request.kept, model.config.image_token_id
-    )
+    sample, cols = request.sample, request.columns
+    ids = sample["input_ids"][:, cols]
     P = ids.shape[1]
     if request.original_positions:
         full = full_positions(model, sample["input_ids"], sample)

@@ -18,17 +18,17 @@ def score_names(reducer) -> tuple:
     return tuple(n for attr in names for n in getattr(reducer, attr, ()))
 
 
-def method_scores(model, adapter, sample, cfg, need, features, start, grid, cls):
-    """The score keywords ``cfg.method`` reads (``need``), computed only when it reads them."""
+def method_scores(model, adapter, sample, need, encoded, slots):
+    """The per-token score keywords a method reads (``need``), computed only when it
+    reads them; ``encoded`` is the prompt's ``EncodedImage``, ``slots`` [N] the prompt
+    index of each visual token. Grids come with each segment, not from here."""
     scores = {}
-    if "grid" in need and grid is not None:
-        scores["grid"] = grid
     if "cls_attention" in need:
-        scores["cls_attention"] = cls
+        scores["cls_attention"] = encoded.cls
     if "seed" in need:
         scores["seed"] = 0
     if "text_attention" in need or "keys" in need:
-        attn, keys = llm_scores(model, adapter, sample, features, start)
+        attn, keys = llm_scores(model, adapter, sample, encoded.features, slots)
         if "text_attention" in need:
             scores["text_attention"] = attn
         if "keys" in need:
@@ -36,13 +36,13 @@ def method_scores(model, adapter, sample, cfg, need, features, start, grid, cls)
     return scores
 
 
-def llm_scores(model, adapter, sample, features, start):
+def llm_scores(model, adapter, sample, features, slots):
     """FastV/DART scores from a pre-pass of the full prompt through the first
     ``LLM_SCORE_LAYER - 1`` layers: the last token's attention to each image token in
     layer ``LLM_SCORE_LAYER`` (mean over heads) and that layer's pre-RoPE image keys.
     Costs those layers once more on the unreduced prompt; the real prefill then runs
     the reduced prompt through every layer, so the cache stays uniform."""
-    ids, n = sample["input_ids"], features.shape[1]
+    ids = sample["input_ids"]
     kwargs = {k: v for k, v in sample.items() if k not in ("input_ids", "pixel_values")}
     cached = adapter.cached_image_features(features)
     embeds = model.get_input_embeddings(
@@ -62,4 +62,4 @@ def llm_scores(model, adapter, sample, features, start):
     keys = mx.repeat(keys, H // keys.shape[1], axis=1)
     logits = (q[:, :, -1:] * layer.self_attn.scale) @ keys.swapaxes(-1, -2)
     attn = mx.softmax(logits.astype(mx.float32), axis=-1).mean(axis=1)[:, 0]
-    return attn[:, start : start + n], raw[:, start : start + n]
+    return attn[:, slots], raw[:, slots]

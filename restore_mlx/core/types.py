@@ -1,6 +1,7 @@
 """The one result type every reducer returns and every later stage consumes."""
 
 from dataclasses import dataclass
+from typing import Optional
 
 import mlx.core as mx
 
@@ -32,3 +33,17 @@ class Reduction:
     @property
     def num_tokens(self) -> int:
         return self.features.shape[1]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of visual tokens reduced on its own: ``length`` tokens from ``offset`` in
+    the prompt's list of visual tokens, laid out on ``grid`` (h, w) or None, belonging
+    to image ``image``. With ``reducible`` False (e.g. row separators) its tokens are
+    kept as they are and take no part in the budget."""
+
+    offset: int
+    length: int
+    grid: Optional[tuple] = None
+    image: int = 0
+    reducible: bool = True
