@@ -12,6 +12,7 @@ functions at import time and must stay cheap.
 """
 
 import sys
+from pathlib import Path
 from dataclasses import asdict
 
 from .adapters.processors import load
@@ -78,15 +79,31 @@ def _prepare_model(args, images):
     return model, processor, config, preset
 
 
-def _save_overlay(path, picture, model, processor, prepared) -> None:
+def overlay_paths(path, count: int) -> list:
+    """``path`` for one image; ``name-1.png``, ``name-2.png``... for several."""
+    if count == 1:
+        return [path]
+    p = Path(path)
+    return [p.with_name(f"{p.stem}-{i + 1}{p.suffix}") for i in range(count)]
+
+
+def _save_overlays(path, pictures, processor, prepared) -> None:
+    """One overlay per image, each showing that image's tokens and groups."""
     if prepared is None or prepared.reduction is None:
         print("Nothing was reduced: no overlay written.", file=sys.stderr)
         return
     r = prepared.reduction
-    merge = getattr(model.config.vision_config, "spatial_merge_size", 1)
-    grid = token_grid(r.assignment.shape[1], prepared.generate_kwargs, merge)
-    view = model_view(picture, getattr(processor, "image_processor", None))
-    save_overlay(path, view, r.assignment[0].tolist(), r.merged[0].tolist(), grid)
+    labels, merged = r.assignment[0].tolist(), r.merged[0].tolist()
+    view_of = getattr(processor, "image_processor", None)
+    for i, out in enumerate(overlay_paths(path, len(pictures))):
+        segment = [s for s in prepared.segments if s.image == i and s.reducible][0]
+        mine = labels[segment.offset : segment.offset + segment.length]
+        first = min(mine)
+        grid = segment.grid or token_grid(segment.length)
+        local = [g - first for g in mine]
+        flags = merged[first : max(mine) + 1]
+        view = model_view(pictures[i], view_of)
+        save_overlay(out, view, local, flags, grid)
 
 
 def _show_request(images, prompt) -> None:
@@ -123,7 +140,7 @@ def _main(args) -> None:
     stats.preset = preset if prepared is not None else None
     print(format_stats(stats, _label(config, preset)))
     if args.overlay:
-        _save_overlay(args.overlay, pictures[0], model, processor, prepared)
+        _save_overlays(args.overlay, pictures, processor, prepared)
     if args.stats_json:
         write_json_atomic(args.stats_json, asdict(stats))
 

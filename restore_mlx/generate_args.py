@@ -112,7 +112,8 @@ def _input_flags(p) -> None:
         nargs="+",
         action="extend",
         default=None,
-        help="URL or path of the image to process (one per prompt for now). "
+        help="URLs or paths of the images to process (several: one prompt about all of "
+        "them, each reduced on its own, the budget split in proportion). "
         "Without one, the prompt runs unreduced.",
     )
     p.add_argument(
@@ -337,8 +338,6 @@ def _output_flags(p) -> None:
 def check_args(args) -> None:
     """InputError for flag values that cannot work, before anything is read."""
     images = args.image or []
-    if len(images) > 1:
-        raise InputError("several images per prompt are not supported yet")
     if not all(message.strip() for message in args.prompt):
         raise InputError("--prompt must not be empty or whitespace only")
     if args.max_tokens < 1:
@@ -347,8 +346,8 @@ def check_args(args) -> None:
         raise InputError(
             f"--overlay writes a PNG: its path must end in .png, got {args.overlay}"
         )
-    if args.overlay and (not images or "://" in images[0]):
-        raise InputError("--overlay needs an --image that is a local file")
+    if args.overlay and (not images or any("://" in i for i in images)):
+        raise InputError("--overlay needs every --image to be a local file")
     _check_processing(args)
     _check_cache(args)
 

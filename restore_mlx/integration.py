@@ -84,6 +84,22 @@ class PreparedPrompt:
     vision_s: float = 0.0  # the tower in this call: 0.0 with a reused ``encoded``
     reduce_s: float = 0.0
     prompt: Optional[Prompt] = field(default=None, repr=False)
+    segments: tuple = ()  # how the visual tokens split into images and tiles
+
+    def per_image(self) -> list:
+        """[(visual tokens before, after)] for each image of the prompt."""
+        images = sorted({s.image for s in self.segments})
+        kept = self.reduction.positions[0].tolist() if self.reduction else None
+        out = []
+        for i in images:
+            ranges = [(s.offset, s.offset + s.length) for s in self.segments
+                      if s.image == i]  # fmt: skip
+            before = sum(b - a for a, b in ranges)
+            after = before if kept is None else sum(
+                any(a <= p < b for a, b in ranges) for p in kept
+            )  # fmt: skip
+            out.append((before, after))
+        return out
 
 
 @dataclass
@@ -301,7 +317,11 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
     segments = encoded.segments or whole(encoded.tokens, encoded.grid)
     reducible = sum(s.length for s in segments if s.reducible)
     if resolve_budget(reducible, keep=cfg.keep, tokens=cfg.tokens) == reducible:
-        return _unreduced(state, adapter, sample, (slots, encoded.features), vision_s)
+        prepared = _unreduced(
+            state, adapter, sample, (slots, encoded.features), vision_s
+        )
+        prepared.segments = tuple(segments)
+        return prepared
     t1 = time.perf_counter()
     red = _reduce(model, adapter, sample, cfg, encoded, segments, slots)
     reduce_s = time.perf_counter() - t1
@@ -313,7 +333,7 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
     state.set_prompt(prompt)
     return PreparedPrompt(
         lay.input_ids, lay.generate_kwargs, red, slots.shape[0], red.num_tokens,
-        lay.input_ids.shape[1], vision_s, reduce_s, prompt,
+        lay.input_ids.shape[1], vision_s, reduce_s, prompt, tuple(segments),
     )  # fmt: skip
 
 

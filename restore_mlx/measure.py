@@ -28,6 +28,7 @@ class Stats:
     keep: Optional[float]
     restore: bool
     tokens: Optional[int] = None
+    visual_tokens_per_image: Optional[list] = None  # [before, after] per image
     preset: Optional[str] = None
     generation_tokens: int = 0
     vision_s: float = 0.0
@@ -83,6 +84,11 @@ def measured_generate(model, processor, prompt, images, config, on_text=None, **
         generation_tokens=last.generation_tokens if last else 0,
         vision_s=prepared.vision_s if prepared else 0.0,
         reduce_s=prepared.reduce_s if prepared else 0.0,
+        visual_tokens_per_image=(
+            [list(p) for p in prepared.per_image()]
+            if prepared and prepared.segments
+            else None
+        ),
     )
     return prepared, stats
 
@@ -108,6 +114,11 @@ def format_stats(stats: Stats, label: str = "") -> str:
     if stats.visual_tokens_before:
         before, after = stats.visual_tokens_before, stats.visual_tokens_after
         lines.append(f"Visual tokens: {before} -> {after} ({label})")
+        per_image = stats.visual_tokens_per_image or []
+        if len(per_image) > 1:
+            lines += [
+                f"  image {i + 1}: {b} -> {a}" for i, (b, a) in enumerate(per_image)
+            ]
     lines += [
         f"Prompt: {stats.prompt_tokens} tokens, prefill {stats.prefill_s:.3f} s "
         f"({prefill_tps:.1f} tokens/s)",
