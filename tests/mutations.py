@@ -64,7 +64,7 @@ MUTATIONS = (
     Mutation(
         "distance bias dropped",
         "restore_mlx/state.py",
-        "dist = cal.distance_bias(pos[..., offset:end], pos[..., :end], self.tables)",
+        "dist = cal.distance_bias(pos[..., offset:end], pos[..., :end], table)",
         "dist = None",
     ),
     Mutation(
