@@ -185,7 +185,9 @@ def visual_share(q, k, mask, scale, visual) -> mx.array:
     logits = (q[:, :, -1:, :].astype(mx.float32) * scale) @ k.astype(
         mx.float32
     ).swapaxes(-1, -2)
-    if isinstance(mask, mx.array):
+    if isinstance(mask, mx.array) and mask.dtype == mx.bool_:  # mlx-vlm's window
+        logits = mx.where(mask[..., -1:, :S], logits, -mx.inf)
+    elif isinstance(mask, mx.array):
         logits = logits + mask[..., -1:, :S].astype(mx.float32)
     probs = mx.softmax(logits, axis=-1)[:, :, 0, :]  # [B, H, S]
     on_visual = mx.pad(visual, (0, max(0, S - visual.shape[0])))[:S]

@@ -28,8 +28,10 @@ def _no_tower(monkeypatch, model):
 
 
 def _generate(model, ids, pixels, kwargs, steps=3):
+    kwargs = dict(kwargs)
+    mask = kwargs.pop("mask", None)  # the attention mask generate_step takes
     out = [lp for _, lp in generate_step(
-        ids, model, pixels, None, max_tokens=steps, temperature=0.0, **kwargs
+        ids, model, pixels, mask, max_tokens=steps, temperature=0.0, **kwargs
     )]  # fmt: skip
     mx.eval(out)
     return out

@@ -131,6 +131,10 @@ class Adapter(Protocol):
     def layers(self, model) -> list:
         """The language model's decoder layers."""
 
+    def first_layer_input(self, model, embeds) -> mx.array:
+        """What the language model's forward makes of ``inputs_embeds`` [B, T, D]
+        before its first layer (Gemma scales them by sqrt(hidden); most keep them)."""
+
     def run_layer(self, model, layer, h, positions) -> mx.array:
         """One decoder layer on the full prompt, without cache (in-LLM scoring)."""
 

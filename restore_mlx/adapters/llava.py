@@ -150,6 +150,11 @@ def layout(model, request) -> ReducedLayout:
     return ReducedLayout(ids, cols, kwargs, rope=cols, shift=shift)
 
 
+def first_layer_input(model, embeds):
+    """The first layer's input: the embeddings as they are."""
+    return embeds
+
+
 def run_layer(model, layer, h, positions):
     """One LM layer on the full prompt without cache (for in-LLM scoring)."""
     return layer(h, "causal", None)

@@ -15,7 +15,7 @@ import mlx.core as mx
 from ..core import calibration as cal
 from ..errors import UnsupportedMethod
 from .contract import ReducedLayout, RopeFrequencies, VisionOutput
-from .llava import splice_image, token_span
+from .llava import first_layer_input, splice_image, token_span  # noqa: F401
 from .patching import (
     attend,
     language_layers,
