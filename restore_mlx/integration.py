@@ -410,7 +410,8 @@ def inspect_prefill(model, prepared: PreparedPrompt) -> PrefillTrace:
     kwargs = dict(prepared.generate_kwargs)
     pixels = kwargs.pop("pixel_values", None)
     ids = prepared.input_ids
-    emb = model.get_input_embeddings(ids, pixels, mask=None, **kwargs)
+    mask = kwargs.pop("mask", None)  # the merge's attention mask (gemma3 needs one)
+    emb = model.get_input_embeddings(ids, pixels, mask=mask, **kwargs)
     extra = {
         k: v for k, v in emb.to_dict().items() if k != "inputs_embeds" and v is not None
     }

@@ -14,7 +14,7 @@ from typing import Optional
 
 import mlx.core as mx
 
-from .adapters.contract import ReducedLayout, RopeFrequencies
+from .adapters.contract import LayerFrequencies, ReducedLayout, RopeFrequencies
 from .adapters.patching import rope_at
 from .core import calibration as cal
 
@@ -24,30 +24,44 @@ class Calibration:
     """A prompt's attention biases, kept factored.
 
     ``sizes`` (layer 0, later layers) ``log s`` per key [P] float32, or None without the
-    size bias; ``positions`` [P] or [3, P] and ``tables`` the decay table(s) for the
-    distance bias, or None without it; ``dtype`` the model's.
+    size bias; ``positions`` [P] or [3, P] and ``tables`` the decay table(s) of each
+    layer kind for the distance bias, or None without it; ``dtype`` the model's;
+    ``windows`` each kind's sliding window in cache slots (None: no window);
+    ``of_layer`` the kind of each decoder layer (None: every layer is kind 0).
     """
 
     sizes: Optional[tuple]
     positions: Optional[mx.array]
-    tables: Optional[mx.array]
+    tables: Optional[tuple]
     dtype: mx.Dtype
+    windows: tuple = (None,)
+    of_layer: Optional[tuple] = None
+
+    def kind(self, layer: int) -> int:
+        """The layer kind (index into ``windows``/``tables``) of decoder ``layer``."""
+        return 0 if self.of_layer is None else self.of_layer[layer]
 
     def prefill(self, offset: int, end: int) -> tuple:
-        """Mask rows (layer 0, later layers) [end - offset, end] for prompt queries
-        ``offset..end-1`` over keys ``0..end-1``."""
+        """Mask rows per layer kind, each (layer 0, later layers) [end - offset, end],
+        for prompt queries ``offset..end-1`` over keys ``0..end-1``."""
+        return tuple(
+            self._prefill_kind(kind, offset, end) for kind in range(len(self.windows))
+        )
+
+    def _prefill_kind(self, kind: int, offset: int, end: int) -> tuple:
         dist = None
         if self.positions is not None:
-            pos = self.positions
-            dist = cal.distance_bias(pos[..., offset:end], pos[..., :end], self.tables)
+            pos, table = self.positions, self.tables[kind]
+            dist = cal.distance_bias(pos[..., offset:end], pos[..., :end], table)
         first, true = self.sizes or (None, None)
+        window = self.windows[kind]
         later = cal.prefill_mask(
-            true, dist, offset=offset, num_keys=end, dtype=self.dtype
+            true, dist, offset=offset, num_keys=end, window=window, dtype=self.dtype
         )
-        if first is true:  # layer 0 differs only with its own (uniform) sizes
-            return later, later
+        if first is true or self.kind(0) != kind:
+            return later, later  # layer 0 differs only with its own (uniform) sizes
         layer0 = cal.prefill_mask(
-            first, dist, offset=offset, num_keys=end, dtype=self.dtype
+            first, dist, offset=offset, num_keys=end, window=window, dtype=self.dtype
         )
         return layer0, later
 
@@ -97,14 +111,26 @@ def reduced_prompt(cfg, lay: ReducedLayout, visual, slots, sizes, freqs, dtype):
         if cfg.uniform_first_layer:
             first = cal.log_sizes(cal.key_sizes(P, slots, sizes, uniform=True))
         log_sizes = (first, true)
+    kinds, of_layer = layer_kinds(freqs)
     if cfg.restore and cfg.distance_bias:
         positions = lay.bias_positions
-        tables = distance_tables(freqs, positions)
+        tables = tuple(distance_tables(kind, positions) for kind in kinds)
     calibration = None
     if log_sizes is not None or positions is not None:
-        calibration = Calibration(log_sizes, positions, tables, dtype)
+        windows = tuple(kind.window for kind in kinds)
+        calibration = Calibration(
+            log_sizes, positions, tables, dtype, windows, of_layer
+        )
         mx.eval([a for a in (log_sizes, tables) if a is not None])
     return Prompt(lay.input_ids, lay.rope, lay.shift, calibration, visual)
+
+
+def layer_kinds(freqs) -> tuple:
+    """(kinds, of_layer) of an adapter's ``rope_frequencies``: one kind and None for a
+    single ``RopeFrequencies``, else the ``LayerFrequencies`` fields."""
+    if isinstance(freqs, LayerFrequencies):
+        return tuple(freqs.kinds), tuple(freqs.of_layer)
+    return (freqs,), None
 
 
 def distance_tables(freqs: RopeFrequencies, positions: mx.array) -> mx.array:
@@ -117,15 +143,23 @@ class Plan:
     """What the attention layers do in one forward of the language model."""
 
     rope: object = None  # None: mlx-vlm's own positions; int offset or [L] positions
-    masks: Optional[tuple] = None  # (layer 0, later layers), each [L, S] additive
+    masks: Optional[tuple] = (
+        None  # per layer kind (layer 0, later), each [L, S] additive
+    )
     trace: Optional[list] = None  # visual attention share per layer, when tracing
     visual: Optional[mx.array] = None  # [S] bool, keys that are visual
+    of_layer: Optional[tuple] = None  # layer kind of each decoder layer (None: one)
 
-    def mask(self, layer: int, given):
-        """The mask layer ``layer`` uses: the RESTORE bias, or the caller's own."""
+    def mask(self, layer: int, given, keys: Optional[mx.array] = None):
+        """The mask layer ``layer`` uses: the RESTORE bias, or the caller's own.
+
+        ``keys`` [S] the prompt index of each key the layer's cache returns, in its
+        order, where that is not ``0..S-1`` (a ring buffer); the bias follows them."""
         if self.masks is None:
             return given
-        return self.masks[0] if layer == 0 else self.masks[1]
+        pair = self.masks[0 if self.of_layer is None else self.of_layer[layer]]
+        rows = pair[0] if layer == 0 else pair[1]
+        return rows if keys is None else mx.take(rows, keys, axis=-1)
 
     def apply_rope(self, rope, x: mx.array) -> mx.array:
         """RoPE at this plan's positions with the layer's own ``nn.RoPE`` settings."""
@@ -133,10 +167,16 @@ class Plan:
             return rope(x, offset=self.rope)
         return rope_at(rope, x, self.rope)
 
-    def observe(self, q, k, mask, scale):
-        """Trace: the last query's attention share on visual keys, mean over heads."""
-        if self.trace is not None:
-            self.trace.append(visual_share(q, k, mask, scale, self.visual))
+    def observe(self, q, k, mask, scale, keys: Optional[mx.array] = None):
+        """Trace: the last query's attention share on visual keys, mean over heads
+        (``keys`` as for ``mask``)."""
+        if self.trace is None:
+            return
+        visual = self.visual
+        if keys is not None:
+            span = max(visual.shape[0], int(mx.max(keys).item()) + 1)
+            visual = mx.take(mx.pad(visual, (0, span - visual.shape[0])), keys)
+        self.trace.append(visual_share(q, k, mask, scale, visual))
 
 
 def visual_share(q, k, mask, scale, visual) -> mx.array:
@@ -146,7 +186,9 @@ def visual_share(q, k, mask, scale, visual) -> mx.array:
     logits = (q[:, :, -1:, :].astype(mx.float32) * scale) @ k.astype(
         mx.float32
     ).swapaxes(-1, -2)
-    if isinstance(mask, mx.array):
+    if isinstance(mask, mx.array) and mask.dtype == mx.bool_:  # mlx-vlm's window
+        logits = mx.where(mask[..., -1:, :S], logits, -mx.inf)
+    elif isinstance(mask, mx.array):
         logits = logits + mask[..., -1:, :S].astype(mx.float32)
     probs = mx.softmax(logits, axis=-1)[:, :, 0, :]  # [B, H, S]
     on_visual = mx.pad(visual, (0, max(0, S - visual.shape[0])))[:S]
@@ -190,11 +232,13 @@ class RestoreState:
             return None
         if p.rope is None and p.calibration is None and self.trace is None:
             return None
+        calibration = p.calibration
         return Plan(
             rope=self._rope(offset, length),
             masks=self._masks(offset, length),
             trace=self.trace,
             visual=p.visual,
+            of_layer=calibration.of_layer if calibration is not None else None,
         )
 
     def _rope(self, offset, length):
@@ -224,19 +268,27 @@ class RestoreState:
         head = p.calibration.prefill(offset, p.length)
         pad = ((0, 0), (0, end - p.length))
         return tuple(
-            mx.concatenate([mx.pad(h, pad, constant_values=cal.NEG_INF), d])
-            for h, d in zip(head, decode)
+            tuple(
+                mx.concatenate([mx.pad(h, pad, constant_values=cal.NEG_INF), d])
+                for h, d in zip(heads, decodes)
+            )
+            for heads, decodes in zip(head, decode)
         )
 
     def _decode_rows(self, start, end):
-        """Decode mask rows for queries ``start..end-1``: per-key size bias (+ causal)."""
-        p = self.prompt
+        """Decode mask rows per layer kind (layer 0, later layers) for queries
+        ``start..end-1``: per-key size bias, causal and each kind's window."""
+        calibration = self.prompt.calibration
         if self._decode is None or self._decode[0].shape[0] < end:
             # Grow geometrically so decode slices a ready vector each step.
-            capacity = max(end, 2 * p.length)
-            self._decode = p.calibration.decode_vectors(p.length, capacity)
+            capacity = max(end, 2 * self.prompt.length)
+            self._decode = calibration.decode_vectors(self.prompt.length, capacity)
         rows = tuple(v[None, :end] for v in self._decode)
-        if end - start > 1:
-            causal = cal.causal_mask(end - start, end, start).astype(rows[0].dtype)
-            rows = tuple(r + causal for r in rows)
-        return rows
+        out = []
+        for window in calibration.windows:
+            if end - start > 1 or (window is not None and end > window):
+                limit = cal.causal_mask(end - start, end, start, window)
+                out.append(tuple(r + limit.astype(r.dtype) for r in rows))
+            else:
+                out.append(rows)
+        return tuple(out)

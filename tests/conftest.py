@@ -10,6 +10,7 @@ import os
 import mlx.core as mx
 import numpy as np
 import pytest
+import tiny_gemma3
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -166,6 +167,7 @@ BUILDERS = {
     "qwen2_5_vl": tiny_qwen2_5_vl,
     "llava-2images": _two_images(tiny_llava),
     "qwen2_vl-2images": _two_images(tiny_qwen2_vl),
+    **tiny_gemma3.BUILDERS,
 }
 
 

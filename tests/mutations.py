@@ -23,6 +23,7 @@ CALIBRATION_TESTS = (
     "tests/test_calibration.py",
     "tests/test_calibration_model.py",
     "tests/test_variants.py",
+    "tests/test_gemma3.py",
 )
 
 MODEL_LEVEL = "test_calibration_model.py"
@@ -64,7 +65,7 @@ MUTATIONS = (
     Mutation(
         "distance bias dropped",
         "restore_mlx/state.py",
-        "dist = cal.distance_bias(pos[..., offset:end], pos[..., :end], self.tables)",
+        "dist = cal.distance_bias(pos[..., offset:end], pos[..., :end], table)",
         "dist = None",
     ),
     Mutation(
@@ -78,6 +79,36 @@ MUTATIONS = (
         "restore_mlx/core/calibration.py",
         "exponents = mx.arange(0, rotary_dim, 2, dtype=mx.float32) / rotary_dim",
         "exponents = mx.arange(0, rotary_dim // 2, dtype=mx.float32) / rotary_dim",
+    ),
+    Mutation(
+        "gemma3 global layers biased with the local RoPE base",
+        "restore_mlx/adapters/gemma3.py",
+        "thetas = cal.rope_thetas(rope.dims, rope.base, scale=rope.scale)",
+        "thetas = cal.rope_thetas(rope.dims, 1e4, scale=rope.scale)",
+    ),
+    Mutation(
+        "gemma3 sliding layers biased with the global RoPE base",
+        "restore_mlx/adapters/gemma3.py",
+        "thetas = cal.rope_thetas(rope.dims, rope.base, scale=rope.scale)",
+        "thetas = cal.rope_thetas(rope.dims, 1e6, scale=rope.scale)",
+    ),
+    Mutation(
+        "every layer given the first kind's mask",
+        "restore_mlx/state.py",
+        "return tuple(freqs.kinds), tuple(freqs.of_layer)",
+        "return tuple(freqs.kinds), tuple(0 for _ in freqs.of_layer)",
+    ),
+    Mutation(
+        "sliding window left out of the bias mask",
+        "restore_mlx/state.py",
+        "windows = tuple(kind.window for kind in kinds)",
+        "windows = tuple(None for kind in kinds)",
+    ),
+    Mutation(
+        "ring buffer read in time order",
+        "restore_mlx/adapters/patching.py",
+        "return mx.where(slots < keep, slots, ring)",
+        "return slots + (end - num_keys)",
     ),
     Mutation(
         "M-RoPE sections in reverse order",

@@ -20,6 +20,7 @@ from typing import Callable
 
 import mlx.core as mx
 import numpy as np
+import tiny_gemma3
 
 NEG_INF = -np.inf
 
@@ -29,15 +30,19 @@ class ReferenceArch:
     """How the reference drives one architecture's unpatched language model.
 
     ``positions(model, ids, sample, extra)`` -> RoPE positions [L] or [3, L] of the
-    unreduced prompt followed by ``extra`` decode steps; ``angles(model, positions)`` ->
-    (cos, sin) [L, K] of the rotation the model applies at each position, one column
-    per rotary frequency; ``layer(model, layer, h, mask, positions)`` -> one decoder
-    layer without cache.
+    unreduced prompt followed by ``extra`` decode steps; ``angles(model, positions,
+    i)`` -> (cos, sin) [L, K] of the rotation decoder layer ``i`` applies at each
+    position, one column per rotary frequency; ``layer(model, layer, h, mask,
+    positions)`` -> one decoder layer without cache; ``window(model, i)`` -> layer
+    ``i``'s sliding window in cache slots, or None; ``inputs(model, embeds)`` -> the
+    first layer's input (what the model's own forward does to the embeddings).
     """
 
     positions: Callable
     angles: Callable
     layer: Callable
+    window: Callable = lambda model, i: None
+    inputs: Callable = lambda model, embeds: embeds
 
 
 def _llava_positions(model, ids, sample, extra):
@@ -59,8 +64,8 @@ def _rope_angles(rope, positions):
     return rows[:, cos_at], rows[:, sin_at]
 
 
-def _llava_angles(model, positions):
-    return _rope_angles(model.language_model.model.layers[0].self_attn.rope, positions)
+def _llava_angles(model, positions, i):
+    return _rope_angles(model.language_model.model.layers[i].self_attn.rope, positions)
 
 
 def _llava_layer(model, layer, h, mask, positions):
@@ -74,8 +79,8 @@ def _qwen_positions(model, ids, sample, extra):
     return np.concatenate([full, np.stack([tail] * 3)], axis=1)
 
 
-def _qwen_angles(model, positions):
-    rotary = model.language_model.model.layers[0].self_attn.rotary_emb
+def _qwen_angles(model, positions, i):
+    rotary = model.language_model.model.layers[i].self_attn.rotary_emb
     pos = mx.array(np.asarray(positions)[:, None, :].astype(np.int32))
     cos, sin = rotary(mx.zeros((1, 1), dtype=mx.float32), pos)
     k = rotary.inv_freq.shape[0]  # the embedding repeats the K frequencies twice
@@ -95,6 +100,7 @@ REFERENCE = {
     "qwen2_vl": QWEN,
     "qwen2_5_vl": QWEN,
 }
+REFERENCE.update(tiny_gemma3.reference_entries(ReferenceArch))
 
 
 def rope_decay(cos, sin, rows, cols):
@@ -136,16 +142,23 @@ def size_biases(lay: Layout):
     return uniform, true
 
 
-def reference_masks(lay: Layout, cos, sin, decode_steps, *, size=True, dist=True):
+def reference_masks(
+    lay: Layout, cos, sin, decode_steps, *, size=True, dist=True, window=None
+):
     """Additive masks [T + k, T + k] (layer 0, later layers) over the full-length slots.
 
     Prompt queries see the kept prompt keys with ``log s_j + log(2 - c)``; decode
     queries see them with ``log s_j`` only, and the decoded keys with 0. Removed slots
     are never keys; their own rows see only themselves (their output is not used).
+    With a sliding ``window``, a query sees only the last ``window`` keys that remain
+    (the window counts cache slots of the reduced prompt, not original positions).
     """
     total = lay.length + decode_steps
     keys = np.concatenate([lay.slots, lay.length + np.arange(decode_steps)])
     causal = keys[None, :] <= keys[:, None]
+    if window is not None:
+        rank = np.arange(keys.shape[0])
+        causal &= rank[None, :] > rank[:, None] - window
     bias = np.zeros((keys.shape[0], keys.shape[0]))
     if dist:
         c = rope_decay(cos, sin, lay.slots, lay.slots)
@@ -160,6 +173,19 @@ def reference_masks(lay: Layout, cos, sin, decode_steps, *, size=True, dist=True
     return masks
 
 
+def layer_masks(arch, model, lay: Layout, positions, decode_steps, **switches):
+    """One mask per decoder layer: layer 0's, then the later layers', each with the
+    distance bias from that layer's own RoPE angles and its own window."""
+    spec = REFERENCE[model.config.model_type]
+    masks = []
+    for i in range(len(model.language_model.model.layers)):
+        cos, sin = spec.angles(model, positions, i)
+        window = spec.window(model, i)
+        pair = reference_masks(lay, cos, sin, decode_steps, window=window, **switches)
+        masks.append(pair[0] if i == 0 else pair[1])
+    return masks
+
+
 def head(lm, h):
     """The language model's output projection (tied or not)."""
     if "lm_head" in lm:
@@ -168,12 +194,11 @@ def head(lm, h):
 
 
 def reference_logits(arch, model, embeds, masks, positions):
-    """Unpatched layers one by one with layer 0's mask, then the later layers' mask."""
+    """Unpatched layers one by one, each with its own mask (``layer_masks``)."""
     lm, spec = model.language_model, REFERENCE[model.config.model_type]
-    h = embeds
-    for i, layer in enumerate(lm.model.layers):
-        mask = mx.array(masks[0] if i == 0 else masks[1])
-        h = spec.layer(model, layer, h, mask, positions)
+    h = spec.inputs(model, embeds)
+    for layer, mask in zip(lm.model.layers, masks):
+        h = spec.layer(model, layer, h, mx.array(mask), positions)
     return head(lm, lm.model.norm(h))
 
 

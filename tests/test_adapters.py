@@ -29,7 +29,7 @@ def _state(P=6, shift=4):
     sizes = cal.log_sizes(mx.array([1, 2, 3, 1, 1, 1]))
     pos = mx.array([0, 1, 3, 8, 9, 10])
     table = cal.decay_table(cal.rope_thetas(8, 100.0), 10)
-    calibration = Calibration((mx.zeros((P,)), sizes), pos, table, mx.float32)
+    calibration = Calibration((mx.zeros((P,)), sizes), pos, (table,), mx.float32)
     state = RestoreState(None)
     ids = mx.arange(P)[None]
     state.set_prompt(Prompt(ids=ids, rope=pos, shift=shift, calibration=calibration))
@@ -43,16 +43,16 @@ def test_plan_slices_prompt_rows_then_decode_rows():
     state, ids, masks = _state()
     plan = state.begin(ids[:, :4], 4, 0)
     assert plan.rope.tolist() == [0, 1, 3, 8]
-    assert mx.array_equal(plan.masks[1], masks[1][:4, :4]).item()
+    assert mx.array_equal(plan.mask(1, None), masks[1][:4, :4]).item()
     plan = state.begin(ids[:, 4:], 2, 4)
-    assert mx.array_equal(plan.masks[0], masks[0][4:, :]).item()
-    assert mx.array_equal(plan.masks[1], masks[1][4:, :]).item()
+    assert mx.array_equal(plan.mask(0, None), masks[0][4:, :]).item()
+    assert mx.array_equal(plan.mask(1, None), masks[1][4:, :]).item()
     plan = state.begin(mx.array([[3]]), 1, 6)
     assert plan.rope == 6 + 4
     # Decode: the per-key size bias (0 for generated keys), no distance bias.
     sizes = state.prompt.calibration.sizes[1]
-    assert plan.masks[1].tolist() == [[0.0, *sizes[1:3].tolist(), 0, 0, 0, 0]]
-    assert plan.masks[1].shape == (1, 7)
+    assert plan.mask(1, None).tolist() == [[0.0, *sizes[1:3].tolist(), 0, 0, 0, 0]]
+    assert plan.mask(1, None).shape == (1, 7)
 
 
 def test_chunk_across_the_prompt_end_matches_separate_rows():
@@ -61,10 +61,10 @@ def test_chunk_across_the_prompt_end_matches_separate_rows():
     crossing = state.begin(None, 4, 4)  # rows 4, 5 (prompt) and 6, 7 (generated)
     assert crossing.rope.tolist() == [9, 10, 6 + 4, 7 + 4]
     head = masks[1][4:6, :6]
-    assert mx.array_equal(crossing.masks[1][:2, :6], head).item()
-    assert mx.all(crossing.masks[1][:2, 6:] == -mx.inf).item()
+    assert mx.array_equal(crossing.mask(1, None)[:2, :6], head).item()
+    assert mx.all(crossing.mask(1, None)[:2, 6:] == -mx.inf).item()
     decode_row = state.prompt.calibration.sizes[1].tolist() + [0.0, -mx.inf]
-    assert crossing.masks[1][2].tolist() == decode_row
+    assert crossing.mask(1, None)[2].tolist() == decode_row
 
 
 def test_stale_state_does_not_touch_another_prompt():

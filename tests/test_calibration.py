@@ -147,7 +147,7 @@ def test_llava_decay_is_the_rotation_nn_rope_applies(scaling):
 
     model, _ = tiny_llava(rope_scaling=scaling)
     positions = np.array([0, 1, 5, 17, 40, 41, 90])
-    cos, sin = _llava_angles(model, positions)
+    cos, sin = _llava_angles(model, positions, 0)
     want = np.log(2.0 - rope_decay(cos, sin, np.arange(7), np.arange(7)))
     freqs = llava.rope_frequencies(model)
     assert freqs.axes is None
@@ -172,7 +172,7 @@ def test_mrope_decay_is_the_rotation_the_model_applies(arch):
     positions[0, 1] += 7  # ... but for t
     positions[1, 2] += 7  # ... or h
     positions[2, 3] += 7  # ... or w
-    cos, sin = _qwen_angles(model, positions)
+    cos, sin = _qwen_angles(model, positions, 0)
     want = rope_decay(cos, sin, np.arange(9), np.arange(9))
     freqs = qwen.rope_frequencies(model)
     pos = mx.array(positions.astype(np.int32))

@@ -13,9 +13,9 @@ from mlx_vlm.models.cache import make_prompt_cache
 from reference import (
     REFERENCE,
     full_length_embeddings,
+    layer_masks,
     layout_of,
     reference_logits,
-    reference_masks,
 )
 
 import restore_mlx.integration as ri
@@ -56,8 +56,7 @@ def expected_logits(arch, ref_model, sample, prepared, tokens, **switches):
     spans = adapter_for(ref_model).image_spans(ref_model, sample["input_ids"])
     lay = layout_of(prepared, spans, T)
     positions = spec.positions(ref_model, sample["input_ids"], sample, len(tokens))
-    cos, sin = spec.angles(ref_model, positions)
-    masks = reference_masks(lay, cos, sin, len(tokens), **switches)
+    masks = layer_masks(arch, ref_model, lay, positions, len(tokens), **switches)
     embeds = full_length_embeddings(ref_model, prepared, lay, tokens)
     logits = np.array(reference_logits(arch, ref_model, embeds, masks, positions)[0])
     rows = np.concatenate([lay.slots, T + np.arange(len(tokens))])

@@ -55,13 +55,13 @@ def test_refuses_existing_folder_and_force_replaces(hf, tmp_path, capsys):
 
 
 def test_unsupported_architecture_leaves_nothing(hf, tmp_path):
-    other = tmp_path / "gemma"
+    other = tmp_path / "idefics"
     shutil.copytree(hf, other)
     config = json.loads((other / "config.json").read_text())
-    (other / "config.json").write_text(json.dumps({**config, "model_type": "gemma3"}))
-    with pytest.raises(InputError, match="'gemma3' is not supported"):
+    (other / "config.json").write_text(json.dumps({**config, "model_type": "idefics3"}))
+    with pytest.raises(InputError, match="'idefics3' is not supported"):
         convert(str(other), str(tmp_path / "m"))
-    assert _siblings(tmp_path) == ["gemma"]
+    assert _siblings(tmp_path) == ["idefics"]
 
 
 def test_failed_conversion_keeps_old_output(hf, tmp_path):

@@ -54,6 +54,6 @@ def test_size_overrides_and_errors(tmp_path):
     with pytest.raises(ValueError, match="vocab_size"):
         write_checkpoint("llava", tmp_path / "d", vocab_size=3)
     with pytest.raises(ValueError, match="unknown architecture"):
-        write_checkpoint("gemma3", tmp_path / "b")
+        write_checkpoint("idefics3", tmp_path / "b")
     with pytest.raises(ValueError, match="size overrides"):
         write_checkpoint("llava", tmp_path / "c", width=3)

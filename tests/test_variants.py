@@ -52,7 +52,7 @@ def test_variant_behaviour(variant):
         ran.add("size_bias")
     if calibration is not None:
         # The distance bias is what makes the mask vary along a row of text keys.
-        row = calibration.prefill(0, prompt.length)[1][-1, :5]
+        row = calibration.prefill(0, prompt.length)[0][1][-1, :5]
         if not mx.all(row == row[0]).item():
             ran.add("distance_bias")
     assert ran == CLAIMS[variant]

@@ -8,7 +8,7 @@ adapter against this Protocol.
 """
 
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence, runtime_checkable
+from typing import Optional, Protocol, Sequence, Union, runtime_checkable
 
 import mlx.core as mx
 import numpy as np
@@ -104,10 +104,24 @@ class ReducedLayout:
 class RopeFrequencies:
     """The language model's rotary frequencies ``thetas`` [K] (float32, any scaling
     folded in) and, for M-RoPE, the axis (0 = t, 1 = h, 2 = w) each one rotates with,
-    as the model's own rotary module assigns it; ``axes`` is None for 1-D RoPE."""
+    as the model's own rotary module assigns it; ``axes`` is None for 1-D RoPE.
+    ``window``: a sliding-window layer attends to the last ``window`` cache slots only
+    (None: to every earlier key)."""
 
     thetas: mx.array
     axes: Optional[Sequence[int]] = None
+    window: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class LayerFrequencies:
+    """Rotary settings of a model whose layers differ (Gemma 3: sliding layers with
+    one RoPE base and window, global layers with another): ``kinds`` the distinct
+    ``RopeFrequencies``, ``of_layer[i]`` the index in ``kinds`` of decoder layer ``i``.
+    Each kind gets its own bias mask."""
+
+    kinds: tuple
+    of_layer: tuple
 
 
 @runtime_checkable
@@ -141,11 +155,16 @@ class Adapter(Protocol):
     def layout(self, model, request: LayoutRequest) -> ReducedLayout:
         """The reduced prompt for ``request``."""
 
-    def rope_frequencies(self, model) -> RopeFrequencies:
-        """The rotary frequencies the distance bias is computed from."""
+    def rope_frequencies(self, model) -> Union[RopeFrequencies, LayerFrequencies]:
+        """The rotary frequencies the distance bias is computed from: one
+        ``RopeFrequencies`` for every layer, or ``LayerFrequencies`` per layer."""
 
     def layers(self, model) -> list:
         """The language model's decoder layers."""
+
+    def first_layer_input(self, model, embeds) -> mx.array:
+        """What the language model's forward makes of ``inputs_embeds`` [B, T, D]
+        before its first layer (Gemma scales them by sqrt(hidden); most keep them)."""
 
     def run_layer(self, model, layer, h, positions) -> mx.array:
         """One decoder layer on the full prompt, without cache (in-LLM scoring)."""

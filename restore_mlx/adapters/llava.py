@@ -9,8 +9,8 @@ the plan's additive mask. With no plan it calls mlx-vlm's own ``__call__``.
 import mlx.core as mx
 
 from ..core import calibration as cal
-from ..errors import UnsupportedMethod
 from ..core.types import Segment
+from ..errors import UnsupportedMethod
 from .contract import ImageSpan, ReducedLayout, RopeFrequencies, VisionOutput
 from .patching import (
     attend,
@@ -138,6 +138,11 @@ def layout(model, request) -> ReducedLayout:
     n = sum(s.length for s in request.spans)
     shift = cal.decode_shift(n, request.features.shape[1])
     return ReducedLayout(ids, cols, kwargs, rope=cols, shift=shift)
+
+
+def first_layer_input(model, embeds):
+    """The first layer's input: the embeddings as they are."""
+    return embeds
 
 
 def run_layer(model, layer, h, positions):

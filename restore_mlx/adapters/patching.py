@@ -116,11 +116,38 @@ def project_qkv(attn, x: mx.array):
 def attend(attn, plan, q, k, v, mask, cache) -> mx.array:
     """The rest of an mlx-vlm attention after RoPE: cache update, trace, SDPA with the
     plan's mask, output projection."""
+    if cache is not None:
+        k, v = cache.update_and_fetch(k, v)
+    return attend_fetched(attn, plan, q, k, v, mask, cache)
+
+
+def attend_fetched(attn, plan, q, k, v, mask, cache, keys=None) -> mx.array:
+    """``attend`` once the cache has returned its keys and values (``keys`` their
+    prompt indices where the cache reorders them, see ``cache_key_order``)."""
     from mlx_vlm.models.base import scaled_dot_product_attention
 
     B, _, L, _ = q.shape
-    if cache is not None:
-        k, v = cache.update_and_fetch(k, v)
-    plan.observe(q, k, mask, attn.scale)
+    plan.observe(q, k, mask, attn.scale, keys)
     out = scaled_dot_product_attention(q, k, v, cache, scale=attn.scale, mask=mask)
     return attn.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+def cache_key_order(cache, num_keys: int):
+    """The index in the whole sequence of each of the ``num_keys`` keys a cache just
+    returned, in the cache's order; None when they are simply ``0..num_keys-1``.
+
+    A ``RotatingKVCache`` (sliding-window layers) returns its last keys in time order
+    while prefilling and, once decoding wraps, a ring buffer whose slot ``_idx - 1``
+    holds the newest key: slot ``s`` then holds key ``offset - 1 - ((_idx - 1 - s) mod
+    (num_keys - keep))``, which is also the time order in the other cases."""
+    from mlx_vlm.models.cache import RotatingKVCache
+
+    if not isinstance(cache, RotatingKVCache):
+        return None
+    end, newest = cache.offset, cache._idx - 1
+    if end == num_keys and newest == num_keys - 1:
+        return None
+    keep = cache.keep  # the first ``keep`` slots hold the first keys for good
+    slots = mx.arange(num_keys, dtype=mx.int32)
+    ring = end - 1 - ((newest - slots) % (num_keys - keep))
+    return mx.where(slots < keep, slots, ring)

@@ -13,10 +13,10 @@ import sys
 import mlx.core as mx
 
 from ..core import calibration as cal
-from ..errors import UnsupportedMethod
 from ..core.types import Segment
+from ..errors import UnsupportedMethod
 from .contract import ReducedLayout, RopeFrequencies, VisionOutput
-from .llava import token_runs
+from .llava import first_layer_input, token_runs  # noqa: F401
 from .patching import (
     attend,
     language_layers,

@@ -51,7 +51,7 @@ def llm_scores(model, adapter, sample, features, slots):
     positions = adapter.full_positions(model, ids, sample)
     layers = adapter.layers(model)
     k = min(LLM_SCORE_LAYER, len(layers))
-    h = embeds
+    h = adapter.first_layer_input(model, embeds)
     for layer in layers[: k - 1]:
         h = adapter.run_layer(model, layer, h, positions)
     layer = layers[k - 1]

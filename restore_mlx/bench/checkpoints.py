@@ -13,7 +13,9 @@ they would a real checkpoint::
 import json
 from pathlib import Path
 
-ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl")
+from . import gemma3_checkpoint
+
+ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl", "gemma3")
 
 # Knobs a caller may override, per architecture. Kept tiny: CPU tests load these.
 # None: intermediate sizes default to 2x the width, vocab_size to the tokenizer's + 4.
@@ -32,6 +34,7 @@ DEFAULTS = {
     ),
 }  # fmt: skip
 DEFAULTS["qwen2_5_vl"] = dict(DEFAULTS["qwen2_vl"])
+DEFAULTS["gemma3"] = dict(gemma3_checkpoint.DEFAULTS)
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -233,7 +236,11 @@ def _hf_weights(arch, config, seed):
             value = value.transpose(0, 3, 1, 2)
         elif name.endswith("patch_embed.proj.weight"):  # Qwen conv3d: OTHWI -> OITHW
             value = value.transpose(0, 4, 1, 2, 3)
-        if arch != "llava":
+        if arch == "gemma3":
+            name = gemma3_checkpoint.hf_name(name)
+            if name is None:
+                continue
+        elif arch != "llava":
             name = name.replace("vision_tower.", "visual.", 1)
             name = name.replace("language_model.model.", "model.", 1)
             name = name.replace("language_model.lm_head.", "lm_head.", 1)
@@ -257,7 +264,8 @@ def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Pat
     unknown = set(size_overrides) - set(DEFAULTS[arch])
     if unknown:
         raise ValueError(f"unknown size overrides for {arch}: {sorted(unknown)}")
-    specials = _LLAVA_SPECIALS if arch == "llava" else _QWEN_SPECIALS
+    specials = {"llava": _LLAVA_SPECIALS, "gemma3": gemma3_checkpoint.SPECIALS}
+    specials = specials.get(arch, _QWEN_SPECIALS)
     vocab = _vocab(specials)
     knobs = _sizes({**DEFAULTS[arch], **size_overrides}, vocab)
     path = Path(path)
@@ -265,6 +273,9 @@ def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Pat
     if arch == "llava":
         config, preproc, proc, names = _llava_files(knobs, vocab)
         template = _LLAVA_TEMPLATE
+    elif arch == "gemma3":
+        config, preproc, proc, names = gemma3_checkpoint.gemma3_files(knobs, vocab)
+        template = gemma3_checkpoint.TEMPLATE
     else:
         config, preproc, proc, names = _qwen_files(arch, knobs, vocab)
         template = _QWEN_TEMPLATE

@@ -50,7 +50,7 @@ def _layer_ops(model, prep, repeats):
     out = {}
     calibration = getattr(prep.prompt, "calibration", None)
     if calibration is not None:
-        masks = calibration.prefill(0, L)
+        masks = calibration.prefill(0, L)[0]  # the first layer kind
         sdpa = mx.fast.scaled_dot_product_attention
         out["sdpa_causal_s"] = _median_time(
             lambda: sdpa(q, k, k, scale=1.0, mask="causal"), repeats

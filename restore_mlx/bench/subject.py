@@ -89,6 +89,13 @@ def synthetic_sample(config: dict, side: int, seed: int = 0):
         channels = 3 * vc["temporal_patch_size"] * vc["patch_size"] ** 2
         pixels = rng.standard_normal((g * g, channels)).astype(np.float32)
         extra = {"image_grid_thw": mx.array([[1, g, g]])}
+    elif config["model_type"] == "gemma3":
+        n = config["mm_tokens_per_image"]
+        image = [config["boi_token_index"]] + [config["image_token_index"]] * n
+        image += [config["eoi_token_index"]]
+        pixels = rng.standard_normal((1, 3, side, side)).astype(np.float32)
+        length = len(before) + len(image) + len(after)
+        extra = {"mask": mx.ones((1, length), dtype=mx.int32)}  # the merge needs one
     else:
         vc = config["vision_config"]
         n = (side // vc["patch_size"]) ** 2
@@ -117,6 +124,8 @@ def _load_real(spec: str) -> Subject:
     sample = {
         k: v for k, v in inputs.items() if k != "attention_mask" and v is not None
     }
+    if model.config.model_type == "gemma3":  # its merge needs the attention mask
+        sample["mask"] = inputs["attention_mask"]
     token = getattr(model.config, "image_token_index", None)
     if token is None:
         token = model.config.image_token_id

@@ -11,9 +11,11 @@ from mlx_vlm.models.cache import make_prompt_cache
 def timed_generate(model, ids, pixels, kwargs, max_tokens, step):
     """Plain ``mlx_vlm`` ``generate_step``: (time to first token, decode tok/s, cache)."""
     cache = make_prompt_cache(model.language_model)
+    kwargs = dict(kwargs)
+    mask = kwargs.pop("mask", None)  # the attention mask generate_step takes
     stamps, t0 = [], time.perf_counter()
     for _ in generate_step(
-        ids, model, pixels, None, max_tokens=max_tokens, temperature=0.0,
+        ids, model, pixels, mask, max_tokens=max_tokens, temperature=0.0,
         prompt_cache=cache, prefill_step_size=step, **kwargs,
     ):  # fmt: skip
         stamps.append(time.perf_counter())

@@ -122,18 +122,31 @@ def key_sizes(num_keys: int, visual_slots: mx.array, sizes: mx.array, *, uniform
     return out
 
 
-def causal_mask(num_queries: int, num_keys: int, offset: int = 0) -> mx.array:
-    """Additive causal mask [Lq, Lk] float32: query ``i`` (at ``offset + i``) sees keys ``<= offset + i``."""
+def causal_mask(
+    num_queries: int, num_keys: int, offset: int = 0, window: Optional[int] = None
+) -> mx.array:
+    """Additive causal mask [Lq, Lk] float32: query ``i`` (at ``offset + i``) sees keys
+    ``<= offset + i``; with a sliding ``window``, only the last ``window`` of them."""
     rows = mx.arange(offset, offset + num_queries)[:, None]
     cols = mx.arange(num_keys)[None, :]
-    return mx.where(cols <= rows, 0.0, NEG_INF).astype(mx.float32)
+    seen = cols <= rows
+    if window is not None:
+        seen = seen & (cols > rows - window)
+    return mx.where(seen, 0.0, NEG_INF).astype(mx.float32)
 
 
 def prefill_mask(
-    size_bias=None, dist_bias=None, *, offset=0, num_keys=None, dtype=mx.float32
+    size_bias=None,
+    dist_bias=None,
+    *,
+    offset=0,
+    num_keys=None,
+    window=None,
+    dtype=mx.float32,
 ):
     """Additive prefill mask rows for queries ``offset..num_keys-1`` over keys
-    ``0..num_keys-1``: size bias per key + distance bias, fused with causal masking.
+    ``0..num_keys-1``: size bias per key + distance bias, fused with causal masking
+    (and a sliding ``window`` counted in keys, when given).
 
     ``size_bias`` [>= num_keys] (``log s``) and ``dist_bias`` [num_keys - offset,
     num_keys] are each optional. Built per prefill chunk, so the memory is that of the
@@ -141,7 +154,7 @@ def prefill_mask(
     """
     if num_keys is None:
         num_keys = size_bias.shape[0] if size_bias is not None else dist_bias.shape[1]
-    mask = causal_mask(num_keys - offset, num_keys, offset)
+    mask = causal_mask(num_keys - offset, num_keys, offset, window)
     if size_bias is not None:
         mask = mask + size_bias[None, :num_keys]
     if dist_bias is not None:
