@@ -24,7 +24,7 @@ from .adapters.contract import LayoutRequest
 from .adapters.processors import fix_processor
 from .adapters.scores import method_scores, score_names
 from .config import RestoreConfig
-from .core.api import REDUCERS, reduce
+from .core.api import REDUCERS, reduce, reduce_alongside
 from .core.budget import resolve_budget
 from .core.types import Reduction
 from .presets import get_preset
@@ -53,7 +53,8 @@ class EncodedImage:
     ``features`` [1, N, D] the visual tokens as the language model receives them;
     ``grid`` their (h, w) layout, or None; ``cls`` [1, N] [CLS] attention, computed
     only for a method that reads it (``cls_for`` names it), else None; ``vision_s``
-    the tower's wall time.
+    the tower's wall time; ``extra`` other per-token arrays [1, N, D'] the language
+    model takes with the features (Qwen3-VL's deepstack levels), by name.
     """
 
     features: mx.array
@@ -61,6 +62,7 @@ class EncodedImage:
     cls: Optional[mx.array]
     vision_s: float
     cls_for: Optional[str] = None
+    extra: dict = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
@@ -177,17 +179,16 @@ def encode_image(model, sample, *, config=None) -> EncodedImage:
     cls_for = cfg.method if reads_cls_attention(cfg.method) else None
     t0 = time.perf_counter()
     out = adapter.encode(model, pixels, sample, cls_for)
-    mx.eval([a for a in (out.features, out.cls) if a is not None])
+    mx.eval([a for a in (out.features, out.cls, *out.extra.values()) if a is not None])
     elapsed = time.perf_counter() - t0
-    return EncodedImage(out.features, out.grid, out.cls, elapsed, cls_for)
+    return EncodedImage(out.features, out.grid, out.cls, elapsed, cls_for, out.extra)
 
 
 def cached_image_kwargs(model, encoded: EncodedImage) -> dict:
     """Keywords that hand ``encoded`` to mlx-vlm itself (its ``cached_image_features``),
     so that an unpatched model's ``generate_step``/``stream_generate`` skips the tower
     too. The prompt must still pass the image's ``pixel_values``."""
-    features = adapter_for(model).cached_image_features(encoded.features)
-    return {"cached_image_features": features}
+    return adapter_for(model).image_kwargs(model, encoded.features, encoded.extra)
 
 
 def _check_fits(model, adapter, encoded, n, cfg):
@@ -284,7 +285,7 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
     if span is None:
         if encoded is not None:
             raise ValueError("an encoded image was given but the prompt has no image")
-        return _unreduced(state, adapter, sample, None, 0, 0.0)
+        return _unreduced(model, state, adapter, sample, None, 0, 0.0)
     start, n = span.start, span.length
     vision_s = 0.0
     if encoded is None:
@@ -294,7 +295,7 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
     features, grid, cls = encoded.features, encoded.grid, encoded.cls
     m = resolve_budget(n, keep=cfg.keep, tokens=cfg.tokens)
     if m == n:
-        return _unreduced(state, adapter, sample, (start, features), n, vision_s)
+        return _unreduced(model, state, adapter, sample, (start, encoded), n, vision_s)
     need = score_names(REDUCERS[cfg.method])
     t1 = time.perf_counter()
     scores = method_scores(
@@ -307,9 +308,16 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
     )  # fmt: skip
     mx.eval(red.features, red.sizes, red.positions)
     reduce_s = time.perf_counter() - t1
+    extra = {
+        name: reduce_alongside(
+            red, x, cfg.method, restore=cfg.restore, anchors=cfg.anchors
+        )
+        for name, x in encoded.extra.items()
+    }
     request = LayoutRequest(
-        sample, red.features, red.positions[0], span, cfg.restore and cfg.positions
-    )
+        sample, red.features, red.positions[0], span, cfg.restore and cfg.positions,
+        extra,
+    )  # fmt: skip
     lay = adapter.layout(model, request)
     dtype = adapter.layers(model)[0].input_layernorm.weight.dtype
     freqs = adapter.rope_frequencies(model)
@@ -321,15 +329,15 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
     )  # fmt: skip
 
 
-def _unreduced(state, adapter, sample, image, n, vision_s) -> PreparedPrompt:
+def _unreduced(model, state, adapter, sample, image, n, vision_s) -> PreparedPrompt:
     """A prompt that runs as mlx-vlm runs it (no image, or a budget that keeps all)."""
     ids = sample["input_ids"]
     kwargs = {k: v for k, v in sample.items() if k != "input_ids"}
     visual = mx.zeros((ids.shape[1],), dtype=mx.bool_)
     if image is not None:
-        start, features = image
+        start, encoded = image
         # Reuse the tower's output: the prefill merges it instead of re-encoding.
-        kwargs["cached_image_features"] = adapter.cached_image_features(features)
+        kwargs.update(adapter.image_kwargs(model, encoded.features, encoded.extra))
         visual[start : start + n] = True
     prompt = Prompt(ids=ids, visual=visual)
     state.set_prompt(prompt)

@@ -146,6 +146,7 @@ BUILDERS = {
     "qwen2_vl": tiny_qwen2_vl,
     "qwen2_5_vl": tiny_qwen2_5_vl,
 }
+BUILDERS.update(__import__("tiny_qwen3").BUILDERS)  # Qwen3-VL, Qwen3.5
 
 
 @pytest.fixture(params=sorted(BUILDERS))

@@ -11,12 +11,17 @@ contiguous positions are then exactly RESTORE's original positions, for pruning 
 merging alike (a group sits at its median member, a real and unique index), and decode
 continues at the unreduced positions.
 
+Hybrid models (linear attention beside softmax attention) cannot be laid out at full
+length: a linear-attention layer consumes every token it is given, masked slots
+included. Their reference (``ReferenceArch.reduced``) runs the unpatched layers on the
+reduced prompt itself, at the kept tokens' original positions, with the same bias.
+
 Adding an architecture: one ``ReferenceArch`` entry in ``REFERENCE`` (how to call a
 decoder layer with explicit positions and mask, how to read its RoPE angles).
 """
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import mlx.core as mx
 import numpy as np
@@ -32,12 +37,17 @@ class ReferenceArch:
     unreduced prompt followed by ``extra`` decode steps; ``angles(model, positions)`` ->
     (cos, sin) [L, K] of the rotation the model applies at each position, one column
     per rotary frequency; ``layer(model, layer, h, mask, positions)`` -> one decoder
-    layer without cache.
+    layer without cache. ``additions(model, sample, prepared, lay, decode_steps)`` ->
+    {layer index: [1, L, D]} added to the hidden state after that layer (Qwen3-VL's
+    deepstack levels), or None; ``reduced``: the reference runs on the reduced prompt
+    (hybrid models), not laid out at full length.
     """
 
     positions: Callable
     angles: Callable
     layer: Callable
+    additions: Optional[Callable] = None
+    reduced: bool = False
 
 
 def _llava_positions(model, ids, sample, extra):
@@ -95,6 +105,7 @@ REFERENCE = {
     "qwen2_vl": QWEN,
     "qwen2_5_vl": QWEN,
 }
+REFERENCE.update((k, ReferenceArch(**v)) for k, v in __import__("tiny_qwen3").REFERENCE.items())  # fmt: skip
 
 
 def rope_decay(cos, sin, rows, cols):
@@ -167,13 +178,18 @@ def head(lm, h):
     return lm.model.embed_tokens.as_linear(h)
 
 
-def reference_logits(arch, model, embeds, masks, positions):
-    """Unpatched layers one by one with layer 0's mask, then the later layers' mask."""
+def reference_logits(arch, model, embeds, masks, positions, additions=None):
+    """Unpatched layers one by one with layer 0's mask, then the later layers' mask;
+    ``additions`` {layer index: [1, L, D]} added after that layer."""
     lm, spec = model.language_model, REFERENCE[arch]
-    h = embeds
+    h, calibrated = embeds, 0
     for i, layer in enumerate(lm.model.layers):
-        mask = mx.array(masks[0] if i == 0 else masks[1])
+        # "Layer 0" is the first layer with softmax attention (the first on hybrids).
+        mask = mx.array(masks[0] if calibrated == 0 else masks[1])
         h = spec.layer(model, layer, h, mask, positions)
+        calibrated += hasattr(layer, "self_attn")
+        if additions and i in additions:
+            h = h + additions[i]
     return head(lm, lm.model.norm(h))
 
 
@@ -189,3 +205,18 @@ def full_length_embeddings(model, prepared, lay: Layout, decode_tokens):
     lm = model.language_model
     tail = np.array(lm.model.embed_tokens(mx.array([decode_tokens])))[0]
     return mx.array(np.concatenate([out, tail])[None])
+
+
+def reduced_layout(full: Layout) -> Layout:
+    """The reduced prompt as itself (slot i holds token i): the hybrid reference."""
+    P = full.slots.shape[0]
+    return Layout(np.arange(P), full.visual, full.sizes, P)
+
+
+def reduced_embeddings(model, prepared, decode_tokens):
+    """The reduced prompt's embeddings (mlx-vlm's own merge), then the decoded tokens."""
+    kwargs = dict(prepared.generate_kwargs)
+    pixels = kwargs.pop("pixel_values")
+    emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs).inputs_embeds
+    tail = model.language_model.model.embed_tokens(mx.array([decode_tokens]))
+    return mx.concatenate([emb, tail.astype(emb.dtype)], axis=1)

@@ -27,12 +27,15 @@ class VisionOutput:
 
     ``features`` [1, N, D]; ``grid`` the (h, w) layout of the N tokens, or None;
     ``cls`` [1, N] attention from [CLS] (or the tower's substitute) to each token, only
-    when a method reads it, else None.
+    when a method reads it, else None; ``extra`` other per-token arrays [1, N, D'] by
+    name that reach the language model with the features (Qwen3-VL's deepstack
+    levels): the integration reduces them with the features' groups.
     """
 
     features: mx.array
     grid: Optional[tuple] = None
     cls: Optional[mx.array] = None
+    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class LayoutRequest:
     ``sample`` the processor output (``input_ids`` [1, T], ``pixel_values``, extras);
     ``features`` [1, M, D] the reduced visual tokens; ``kept`` [M] the original index
     (0..N-1) each of them stands at; ``original_positions`` whether RoPE keeps those
-    original positions (RESTORE) or re-indexes the reduced prompt contiguously.
+    original positions (RESTORE) or re-indexes the reduced prompt contiguously;
+    ``extra`` the encoder's ``VisionOutput.extra``, reduced alike ([1, M, D'] each).
     """
 
     sample: dict
@@ -50,6 +54,7 @@ class LayoutRequest:
     kept: mx.array
     span: ImageSpan
     original_positions: bool
+    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,11 @@ class Adapter(Protocol):
     def cached_image_features(self, features: mx.array):
         """``features`` [1, N, D] in the form mlx-vlm's merge takes them as
         ``cached_image_features``."""
+
+    def image_kwargs(self, model, features: mx.array, extra: dict) -> dict:
+        """What ``mlx_vlm.stream_generate`` takes to merge visual tokens ``features``
+        [1, N, D] (and their ``extra`` arrays, see ``VisionOutput``) instead of running
+        the tower; with unreduced tokens the model must run as mlx-vlm runs it."""
 
     def image_span(self, model, input_ids) -> Optional[ImageSpan]:
         """The image tokens of ``input_ids`` [1, T], or None without an image."""
