@@ -5,7 +5,10 @@ so the reduced prompt gets the kept columns of the full-sequence ``get_rope_inde
 decode continues at ``max_position + 1 - reduced_length``. The bias does: Qwen's
 ``LanguageModel.__call__`` does not forward ``mask``, so every layer's ``Attention`` is
 class-swapped to take the plan's mask; it calls mlx-vlm's own ``__call__`` with it
-(a re-implementation runs only when tracing the attention share).
+(a re-implementation runs only when tracing the attention share). The tower has no
+[CLS]: methods that read [CLS] attention get the attention each token receives in the
+last vision block (``tower_attention``). The Qwen3-VL and Qwen3.5 adapters reuse
+these pieces.
 """
 
 import sys
