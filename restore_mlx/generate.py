@@ -12,8 +12,8 @@ functions at import time and must stay cheap.
 """
 
 import sys
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 
 from .adapters.processors import load
 from .convert import check_supported, read_model_config

@@ -25,9 +25,9 @@ from .adapters.contract import LayoutRequest, visual_slots
 from .adapters.processors import fix_processor
 from .adapters.scores import method_scores, score_names
 from .config import RestoreConfig
-from .core.api import REDUCERS
-from .core.segments import reduce_segments, whole
+from .core.api import REDUCERS, reduce_alongside
 from .core.budget import resolve_budget
+from .core.segments import reduce_segments, whole
 from .core.types import Reduction
 from .presets import get_preset
 from .state import Prompt, RestoreState, reduced_prompt
@@ -55,7 +55,8 @@ class EncodedImage:
     ``features`` [1, N, D] the visual tokens as the language model receives them;
     ``grid`` their (h, w) layout, or None; ``cls`` [1, N] [CLS] attention, computed
     only for a method that reads it (``cls_for`` names it), else None; ``vision_s``
-    the tower's wall time.
+    the tower's wall time; ``extra`` other per-token arrays [1, N, D'] the language
+    model takes with the features (Qwen3-VL's deepstack levels), by name.
     """
 
     features: mx.array
@@ -64,6 +65,7 @@ class EncodedImage:
     vision_s: float
     cls_for: Optional[str] = None
     segments: Optional[tuple] = None
+    extra: dict = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
@@ -196,17 +198,18 @@ def encode_image(model, sample, *, config=None) -> EncodedImage:
     cls_for = cfg.method if reads_cls_attention(cfg.method) else None
     t0 = time.perf_counter()
     out = adapter.encode(model, pixels, sample, cls_for)
-    mx.eval([a for a in (out.features, out.cls) if a is not None])
+    mx.eval([a for a in (out.features, out.cls, *out.extra.values()) if a is not None])
     elapsed = time.perf_counter() - t0
-    return EncodedImage(out.features, out.grid, out.cls, elapsed, cls_for, out.segments)
+    return EncodedImage(
+        out.features, out.grid, out.cls, elapsed, cls_for, out.segments, out.extra
+    )
 
 
 def cached_image_kwargs(model, encoded: EncodedImage) -> dict:
     """Keywords that hand ``encoded`` to mlx-vlm itself (its ``cached_image_features``),
     so that an unpatched model's ``generate_step``/``stream_generate`` skips the tower
     too. The prompt must still pass the image's ``pixel_values``."""
-    features = adapter_for(model).cached_image_features(encoded.features)
-    return {"cached_image_features": features}
+    return adapter_for(model).image_kwargs(model, encoded.features, encoded.extra)
 
 
 def _check_fits(model, adapter, encoded, n, cfg):
@@ -307,7 +310,7 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
     if not spans:
         if encoded is not None:
             raise ValueError("an encoded image was given but the prompt has no image")
-        return _unreduced(state, adapter, sample, None, 0.0)
+        return _unreduced(model, state, adapter, sample, None, 0.0)
     slots = visual_slots(spans)
     vision_s = 0.0
     if encoded is None:
@@ -317,17 +320,16 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
     segments = encoded.segments or whole(encoded.tokens, encoded.grid)
     reducible = sum(s.length for s in segments if s.reducible)
     if resolve_budget(reducible, keep=cfg.keep, tokens=cfg.tokens) == reducible:
-        prepared = _unreduced(
-            state, adapter, sample, (slots, encoded.features), vision_s
-        )
+        prepared = _unreduced(model, state, adapter, sample, (slots, encoded), vision_s)
         prepared.segments = tuple(segments)
         return prepared
     t1 = time.perf_counter()
     red = _reduce(model, adapter, sample, cfg, encoded, segments, slots)
     reduce_s = time.perf_counter() - t1
     request = LayoutRequest(
-        sample, red.features, red.positions[0], spans, cfg.restore and cfg.positions
-    )
+        sample, red.features, red.positions[0], spans, cfg.restore and cfg.positions,
+        _reduce_extra(red, encoded, cfg),
+    )  # fmt: skip
     lay = adapter.layout(model, request)
     prompt = _calibrated(model, adapter, cfg, lay, red, request, segments)
     state.set_prompt(prompt)
@@ -369,16 +371,26 @@ def _calibrated(model, adapter, cfg, lay, red, request, segments) -> Prompt:
     return reduced_prompt(cfg, lay, mx.array(visual), slots, sizes, freqs, dtype)
 
 
-def _unreduced(state, adapter, sample, image, vision_s) -> PreparedPrompt:
+def _reduce_extra(red, encoded, cfg) -> dict:
+    """The encoding's other per-token arrays, reduced with the features' groups."""
+    return {
+        name: reduce_alongside(
+            red, x, cfg.method, restore=cfg.restore, anchors=cfg.anchors
+        )
+        for name, x in encoded.extra.items()
+    }
+
+
+def _unreduced(model, state, adapter, sample, image, vision_s) -> PreparedPrompt:
     """A prompt that runs as mlx-vlm runs it (no image, or a budget that keeps all)."""
     ids = sample["input_ids"]
     kwargs = {k: v for k, v in sample.items() if k != "input_ids"}
     visual = mx.zeros((ids.shape[1],), dtype=mx.bool_)
     n = 0
     if image is not None:
-        slots, features = image
+        slots, encoded = image
         # Reuse the tower's output: the prefill merges it instead of re-encoding.
-        kwargs["cached_image_features"] = adapter.cached_image_features(features)
+        kwargs.update(adapter.image_kwargs(model, encoded.features, encoded.extra))
         visual[slots] = True
         n = slots.shape[0]
     prompt = Prompt(ids=ids, visual=visual)

@@ -169,6 +169,7 @@ BUILDERS = {
     "qwen2_vl-2images": _two_images(tiny_qwen2_vl),
     **tiny_gemma3.BUILDERS,
 }
+BUILDERS.update(__import__("tiny_qwen3").BUILDERS)  # Qwen3-VL, Qwen3.5
 
 
 @pytest.fixture(params=sorted(BUILDERS))

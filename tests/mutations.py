@@ -111,10 +111,28 @@ MUTATIONS = (
         "return slots + (end - num_keys)",
     ),
     Mutation(
-        "M-RoPE sections in reverse order",
+        "M-RoPE axes in reverse order",
         "restore_mlx/adapters/qwen.py",
-        "cal.mrope_axes(rotary.mrope_section,",
-        "cal.mrope_axes(rotary.mrope_section[::-1],",
+        "[int(a) for a in selector.tolist()]",
+        "[int(a) for a in selector.tolist()[::-1]]",
+    ),
+    Mutation(
+        "interleaved M-RoPE read as chunked sections",
+        "restore_mlx/adapters/qwen.py",
+        'selector = getattr(rotary, "position_selector", None)',
+        "selector = None",
+    ),
+    Mutation(
+        "deepstack levels of pruned tokens averaged over coverage groups",
+        "restore_mlx/core/api.py",
+        "if keeps_tokens_as_is(method, restore=restore, anchors=anchors):",
+        "if False:",
+    ),
+    Mutation(
+        "deepstack levels dropped",
+        "restore_mlx/adapters/qwen3_vl.py",
+        "    if levels:",
+        "    if False:",
     ),
 )
 
@@ -160,12 +178,15 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--all", action="store_true", help="run the whole suite per mutation"
     )
+    parser.add_argument(
+        "--only", default="", help="only the mutations whose name contains this"
+    )
     args = parser.parse_args(argv)
     tests = ["tests"] if args.all else list(CALIBRATION_TESTS)
     survivors = 0
     print("| mutation | failing tests | of them model-level | e.g. |")
     print("|---|---|---|---|")
-    for mutation in MUTATIONS:
+    for mutation in (m for m in MUTATIONS if args.only in m.name):
         with tempfile.TemporaryDirectory() as tmp:
             failed = failing_tests(mutated_copy(mutation, Path(tmp)), tests)
         survivors += not failed

@@ -11,12 +11,17 @@ contiguous positions are then exactly RESTORE's original positions, for pruning 
 merging alike (a group sits at its median member, a real and unique index), and decode
 continues at the unreduced positions.
 
+Hybrid models (linear attention beside softmax attention) cannot be laid out at full
+length: a linear-attention layer consumes every token it is given, masked slots
+included. Their reference (``ReferenceArch.reduced``) runs the unpatched layers on the
+reduced prompt itself, at the kept tokens' original positions, with the same bias.
+
 Adding an architecture: one ``ReferenceArch`` entry in ``REFERENCE`` (how to call a
 decoder layer with explicit positions and mask, how to read its RoPE angles).
 """
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import mlx.core as mx
 import numpy as np
@@ -35,7 +40,11 @@ class ReferenceArch:
     position, one column per rotary frequency; ``layer(model, layer, h, mask,
     positions)`` -> one decoder layer without cache; ``window(model, i)`` -> layer
     ``i``'s sliding window in cache slots, or None; ``inputs(model, embeds)`` -> the
-    first layer's input (what the model's own forward does to the embeddings).
+    first layer's input (what the model's own forward does to the embeddings);
+    ``additions(model, sample, prepared, lay, decode_steps)`` -> {layer index:
+    [1, L, D]} added to the hidden state after that layer (Qwen3-VL's deepstack
+    levels), or None; ``reduced``: the reference runs on the reduced prompt (hybrid
+    models), not laid out at full length.
     """
 
     positions: Callable
@@ -43,6 +52,8 @@ class ReferenceArch:
     layer: Callable
     window: Callable = lambda model, i: None
     inputs: Callable = lambda model, embeds: embeds
+    additions: Optional[Callable] = None
+    reduced: bool = False
 
 
 def _llava_positions(model, ids, sample, extra):
@@ -101,6 +112,7 @@ REFERENCE = {
     "qwen2_5_vl": QWEN,
 }
 REFERENCE.update(tiny_gemma3.reference_entries(ReferenceArch))
+REFERENCE.update((k, ReferenceArch(**v)) for k, v in __import__("tiny_qwen3").REFERENCE.items())  # fmt: skip
 
 
 def rope_decay(cos, sin, rows, cols):
@@ -173,16 +185,18 @@ def reference_masks(
     return masks
 
 
-def layer_masks(arch, model, lay: Layout, positions, decode_steps, **switches):
-    """One mask per decoder layer: layer 0's, then the later layers', each with the
-    distance bias from that layer's own RoPE angles and its own window."""
+def layer_masks(model, lay: Layout, positions, decode_steps, **switches):
+    """One mask per decoder layer: "layer 0"'s (the first softmax-attention layer, on
+    hybrid stacks too), then the later layers', each with the distance bias from that
+    layer's own RoPE angles and its own window."""
     spec = REFERENCE[model.config.model_type]
-    masks = []
-    for i in range(len(model.language_model.model.layers)):
+    masks, calibrated = [], 0
+    for i, layer in enumerate(model.language_model.model.layers):
         cos, sin = spec.angles(model, positions, i)
         window = spec.window(model, i)
         pair = reference_masks(lay, cos, sin, decode_steps, window=window, **switches)
-        masks.append(pair[0] if i == 0 else pair[1])
+        masks.append(pair[0] if calibrated == 0 else pair[1])
+        calibrated += hasattr(layer, "self_attn")
     return masks
 
 
@@ -193,12 +207,15 @@ def head(lm, h):
     return lm.model.embed_tokens.as_linear(h)
 
 
-def reference_logits(arch, model, embeds, masks, positions):
-    """Unpatched layers one by one, each with its own mask (``layer_masks``)."""
+def reference_logits(model, embeds, masks, positions, additions=None):
+    """Unpatched layers one by one, each with its own mask (``layer_masks``);
+    ``additions`` {layer index: [1, L, D]} added after that layer."""
     lm, spec = model.language_model, REFERENCE[model.config.model_type]
     h = spec.inputs(model, embeds)
-    for layer, mask in zip(lm.model.layers, masks):
+    for i, (layer, mask) in enumerate(zip(lm.model.layers, masks)):
         h = spec.layer(model, layer, h, mx.array(mask), positions)
+        if additions and i in additions:
+            h = h + additions[i]
     return head(lm, lm.model.norm(h))
 
 
@@ -214,3 +231,18 @@ def full_length_embeddings(model, prepared, lay: Layout, decode_tokens):
     lm = model.language_model
     tail = np.array(lm.model.embed_tokens(mx.array([decode_tokens])))[0]
     return mx.array(np.concatenate([out, tail])[None])
+
+
+def reduced_layout(full: Layout) -> Layout:
+    """The reduced prompt as itself (slot i holds token i): the hybrid reference."""
+    P = full.slots.shape[0]
+    return Layout(np.arange(P), full.visual, full.sizes, P)
+
+
+def reduced_embeddings(model, prepared, decode_tokens):
+    """The reduced prompt's embeddings (mlx-vlm's own merge), then the decoded tokens."""
+    kwargs = dict(prepared.generate_kwargs)
+    pixels = kwargs.pop("pixel_values")
+    emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs).inputs_embeds
+    tail = model.language_model.model.embed_tokens(mx.array([decode_tokens]))
+    return mx.concatenate([emb, tail.astype(emb.dtype)], axis=1)

@@ -138,6 +138,9 @@ def test_decay_table_equals_numpy():
     np.testing.assert_allclose(got, want, atol=2e-6)
 
 
+MROPE_ARCHS = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"]
+
+
 @pytest.mark.parametrize("scaling", [None, {"type": "linear", "factor": 2.0}])
 def test_llava_decay_is_the_rotation_nn_rope_applies(scaling):
     from conftest import tiny_llava
@@ -156,14 +159,16 @@ def test_llava_decay_is_the_rotation_nn_rope_applies(scaling):
     np.testing.assert_allclose(np.array(got), want, atol=2e-6)
 
 
-@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("arch", MROPE_ARCHS)
 def test_mrope_decay_is_the_rotation_the_model_applies(arch):
-    # Each frequency's axis as mlx-vlm's rotary module assigns it: positions that move
-    # along one axis at a time separate the sections, so a wrong order fails.
+    # Each frequency's axis as mlx-vlm's rotary module assigns it (chunked sections on
+    # Qwen2-VL, interleaved on Qwen3-VL/3.5, over the rotated frequencies only with
+    # partial rotary): positions that move along one axis at a time separate the
+    # axes, so a wrong assignment fails.
     from conftest import BUILDERS
-    from reference import _qwen_angles, rope_decay
+    from reference import REFERENCE, rope_decay
 
-    from restore_mlx.adapters import qwen
+    from restore_mlx.adapters import adapter_for
 
     model, _ = BUILDERS[arch]()
     rng = np.random.default_rng(0)
@@ -172,9 +177,9 @@ def test_mrope_decay_is_the_rotation_the_model_applies(arch):
     positions[0, 1] += 7  # ... but for t
     positions[1, 2] += 7  # ... or h
     positions[2, 3] += 7  # ... or w
-    cos, sin = _qwen_angles(model, positions, 0)
+    cos, sin = REFERENCE[arch].angles(model, positions, 0)
     want = rope_decay(cos, sin, np.arange(9), np.arange(9))
-    freqs = qwen.rope_frequencies(model)
+    freqs = adapter_for(model).rope_frequencies(model)
     pos = mx.array(positions.astype(np.int32))
     tables = cal.table_for(freqs.thetas, pos, freqs.axes)
     np.testing.assert_allclose(np.array(cal.decay(pos, pos, tables)), want, atol=2e-6)

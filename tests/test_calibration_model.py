@@ -15,6 +15,8 @@ from reference import (
     full_length_embeddings,
     layer_masks,
     layout_of,
+    reduced_embeddings,
+    reduced_layout,
     reference_logits,
 )
 
@@ -38,9 +40,10 @@ def patched_logits(model, prepared, tokens):
     kwargs = dict(prepared.generate_kwargs)
     pixels = kwargs.pop("pixel_values")
     emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs)
-    extra = {k: getattr(emb, k) for k in ("position_ids", "rope_deltas")}
-    extra.update({k: kwargs[k] for k in extra if k in kwargs})
-    extra = {k: v for k, v in extra.items() if v is not None}
+    # As generate_step: caller kwargs, the helper's outputs, explicit positions winning.
+    made = {k: v for k, v in emb.to_dict().items() if k != "inputs_embeds"}
+    explicit = {k: kwargs[k] for k in ("position_ids", "rope_deltas") if k in kwargs}
+    extra = {**kwargs, **{k: v for k, v in made.items() if v is not None}, **explicit}
     cache = make_prompt_cache(lm)
     out = [
         lm(prepared.input_ids, inputs_embeds=emb.inputs_embeds, cache=cache, **extra)
@@ -56,11 +59,19 @@ def expected_logits(arch, ref_model, sample, prepared, tokens, **switches):
     spans = adapter_for(ref_model).image_spans(ref_model, sample["input_ids"])
     lay = layout_of(prepared, spans, T)
     positions = spec.positions(ref_model, sample["input_ids"], sample, len(tokens))
-    masks = layer_masks(arch, ref_model, lay, positions, len(tokens), **switches)
-    embeds = full_length_embeddings(ref_model, prepared, lay, tokens)
-    logits = np.array(reference_logits(arch, ref_model, embeds, masks, positions)[0])
     rows = np.concatenate([lay.slots, T + np.arange(len(tokens))])
-    return logits[rows]
+    if spec.reduced:  # hybrid: the reduced prompt itself, at its original positions
+        lay, positions = reduced_layout(lay), positions[..., rows]
+        rows = np.arange(rows.shape[0])
+        embeds = reduced_embeddings(ref_model, prepared, tokens)
+    else:
+        embeds = full_length_embeddings(ref_model, prepared, lay, tokens)
+    masks = layer_masks(ref_model, lay, positions, len(tokens), **switches)
+    additions = None
+    if spec.additions is not None:
+        additions = spec.additions(ref_model, sample, prepared, lay, len(tokens))
+    logits = reference_logits(ref_model, embeds, masks, positions, additions)
+    return np.array(logits[0])[rows]
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))

@@ -345,3 +345,32 @@ def test_help_names_the_command_and_shows_defaults(capsys):
     assert f"(default: {DEFAULT_PREFILL_STEP_SIZE})" in out
     for flag in ("--top-p", "--kv-bits", "--adapter-path", "--verbose, --no-verbose"):
         assert flag in out
+
+
+@pytest.mark.parametrize("arch", ["qwen3_vl", "qwen3_5"])
+def test_qwen3_end_to_end_subprocess(arch, tmp_path, capsys):
+    # HF layout -> 4-bit conversion with a preset -> the CLI with a real image file.
+    # 128 px at 16 px patches, merged 2 x 2: 16 visual tokens.
+    hf = write_checkpoint(arch, tmp_path / "hf", hidden_size=64)
+    model = tmp_path / "mlx"
+    done = _python("-m", "restore_mlx.convert", "--hf-path", str(hf),
+                   "--mlx-path", str(model), "--preset", "server-70")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads((model / "config.json").read_text())["quantization"]["bits"] == 4
+    image = write_image(tmp_path / "picture.png", 128)
+    stats_file = tmp_path / "stats.json"
+    done = _python(
+        "-m", "restore_mlx.generate", "--model", str(model), "--image", str(image),
+        "--prompt", "what color is the square ?", "--max-tokens", "3",
+        "--stats-json", str(stats_file), "--overlay", str(tmp_path / "o.png"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Visual tokens: 16 -> 5" in done.stdout  # server-70: round(0.3 * 16)
+    stats = json.loads(stats_file.read_text())
+    assert stats["preset"] == "server-70" and stats["restore"]
+    argv = ["--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 1,
+            "--preset", "mobile-50", "--stats-json", stats_file]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    stats = json.loads(stats_file.read_text())
+    assert (stats["visual_tokens_before"], stats["visual_tokens_after"]) == (16, 8)

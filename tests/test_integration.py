@@ -11,6 +11,7 @@ from tiny_gemma3 import RING_BUFFER
 import restore_mlx.integration as ri
 from restore_mlx.adapters import adapter_for
 from restore_mlx.adapters.contract import visual_slots
+from restore_mlx.adapters.patching import cache_offset
 
 STEPS = 4
 PRUNE = dict(
@@ -56,6 +57,20 @@ def all_equal(a, b):
     return len(a) == len(b) and all(mx.array_equal(x, y).item() for x, y in zip(a, b))
 
 
+# Stock mlx-vlm's linear attention (Qwen3.5's GatedDeltaNet) rounds differently when
+# the same prompt is cut into other chunks (up to 5e-7 on the tiny models, unpatched),
+# so on hybrid models chunking invariance holds to this tolerance, not to the bit.
+HYBRID_ATOL = 1e-5
+
+
+def same_up_to_chunking(model, a, b):
+    """Bit-identical, or on a hybrid model equal to ``HYBRID_ATOL``."""
+    if not _hybrid(model):
+        return all_equal(a, b)
+    close = [mx.allclose(x, y, rtol=0, atol=HYBRID_ATOL).item() for x, y in zip(a, b)]
+    return len(a) == len(b) and all(close)
+
+
 def test_reduction_off_is_bit_identical(arch):
     ref_model, sample = BUILDERS[arch]()
     expected = run_plain(ref_model, sample)
@@ -87,17 +102,21 @@ def test_reduction_off_is_bit_identical(arch):
     assert all_equal(run_plain(model, sample), expected)
 
 
+def _attention_classes(model):
+    """The class of every layer's softmax attention (None for linear attention)."""
+    layers = model.language_model.model.layers
+    return [type(getattr(layer, "self_attn", None)) for layer in layers]
+
+
 def test_remove_restores_the_unpatched_model(arch):
     ref_model, sample = BUILDERS[arch]()
     expected = run_plain(ref_model, sample)
     model, _ = BUILDERS[arch]()
-    classes = [type(layer.self_attn) for layer in model.language_model.model.layers]
+    classes = _attention_classes(model)
     ri.apply(model, "server-70")
     run_prepared(model, ri.prepare_tokens(model, sample))
     ri.remove(model)
-    assert [
-        type(layer.self_attn) for layer in model.language_model.model.layers
-    ] == classes
+    assert _attention_classes(model) == classes
     assert not hasattr(model, "_restore_state")
     assert all_equal(run_plain(model, sample), expected)
 
@@ -144,6 +163,10 @@ def _full_masked(model, sample, keep_rows, tokens):
     if windowed:
         cache = [KVCache() for _ in lm.model.layers]
         layers, shims = lm.model.layers, [_OwnMask(x) for x in lm.model.layers]
+    # Qwen3-VL adds its deepstack levels to the image positions of the prompt.
+    names = ("visual_pos_masks", "deepstack_visual_embeds")
+    deepstack = {k: getattr(emb, k, None) for k in names}
+    deepstack = {k: v for k, v in deepstack.items() if v is not None}
 
     def forward(x, mask, step):
         if windowed:
@@ -163,7 +186,10 @@ def _full_masked(model, sample, keep_rows, tokens):
             if step is None
             else mx.full((3, 1, 1), step) + emb.position_ids.max() + 1
         )
-        h = lm.model(None, inputs_embeds=x, mask=mask, cache=cache, position_ids=pos)
+        more = deepstack if step is None else {}
+        h = lm.model(
+            None, inputs_embeds=x, mask=mask, cache=cache, position_ids=pos, **more
+        )
         return lm.lm_head(h) if "lm_head" in lm else lm.model.embed_tokens.as_linear(h)
 
     logits = [forward(emb.inputs_embeds, causal & allowed, None)[:, keep_rows]]
@@ -175,13 +201,17 @@ def _full_masked(model, sample, keep_rows, tokens):
 
 
 def _embed(model, prepared):
+    """The prompt's embeddings and what the LM takes with them, as generate_step
+    hands them over: the caller's kwargs, then the embedding helper's outputs, then
+    explicit positions winning (Qwen3-VL's deepstack levels are caller kwargs)."""
     kwargs = dict(prepared.generate_kwargs)
     pixels = kwargs.pop("pixel_values")
     emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs)
-    # As generate_step: the embedding helper's positions, explicit ones winning.
-    extra = {k: getattr(emb, k) for k in ("position_ids", "rope_deltas")}
-    extra.update({k: kwargs[k] for k in extra if k in kwargs})
-    return emb.inputs_embeds, {k: v for k, v in extra.items() if v is not None}
+    kwargs.pop("mask", None)  # generate_step's own argument: the embedding step's only
+    made = {k: v for k, v in emb.to_dict().items() if k != "inputs_embeds"}
+    explicit = {k: kwargs[k] for k in ("position_ids", "rope_deltas") if k in kwargs}
+    extra = {**kwargs, **{k: v for k, v in made.items() if v is not None}, **explicit}
+    return emb.inputs_embeds, extra
 
 
 def _reduced(model, prepared, tokens):
@@ -189,7 +219,7 @@ def _reduced(model, prepared, tokens):
     emb, extra = _embed(model, prepared)
     cache = make_prompt_cache(lm)
     logits = [lm(prepared.input_ids, inputs_embeds=emb, cache=cache, **extra).logits]
-    assert cache[0].offset == prepared.prompt_tokens
+    assert cache_offset(cache) == prepared.prompt_tokens
     for tok in tokens:
         logits.append(lm(mx.array([[tok]]), cache=cache).logits)
     return logits
@@ -202,10 +232,23 @@ def _keep_rows(prepared, spans, n, T):
     return mx.array([i for i in range(T) if i not in removed])
 
 
+def _hybrid(model):
+    """Whether some LM layers are linear attention (Qwen3.5's GatedDeltaNet)."""
+    return any(
+        not hasattr(layer, "self_attn") for layer in model.language_model.model.layers
+    )
+
+
 def test_pruning_at_original_positions_equals_masked_full_model(arch):
     if arch in RING_BUFFER:
         pytest.skip(RING_BUFFER[arch])
     model, sample = BUILDERS[arch]()
+    if _hybrid(model):
+        pytest.skip(
+            "linear-attention layers consume every token they are given, masked slots "
+            "included, so no masked full prompt equals the reduced one; "
+            "test_hybrid_pruning_equals_unpatched_reduced_prompt tests what holds"
+        )
     ref_model, _ = BUILDERS[arch]()
     ri.apply(model, **PRUNE)
     prepared = ri.prepare_tokens(model, sample)
@@ -224,6 +267,39 @@ def test_pruning_at_original_positions_equals_masked_full_model(arch):
     assert not mx.array_equal(reindexed[1], want[1]).item()
 
 
+def test_hybrid_pruning_equals_unpatched_reduced_prompt(arch):
+    # What holds on a hybrid model: the patched prefill and decode of the pruned prompt
+    # equal unpatched mlx-vlm fed the same reduced prompt with the unreduced prompt's
+    # positions of the kept tokens given explicitly, decode continuing past them.
+    model, sample = BUILDERS[arch]()
+    if not _hybrid(model):
+        pytest.skip(
+            "softmax attention only: the masked full model is the stronger test"
+        )
+    ref_model, _ = BUILDERS[arch]()
+    ri.apply(model, **PRUNE)
+    prepared = ri.prepare_tokens(model, sample)
+    tokens = [7, 11, 3]
+    got = _reduced(model, prepared, tokens)
+    full = adapter_for(ref_model).full_positions(ref_model, sample["input_ids"], sample)
+    cols = _keep_rows(prepared, *span_of(model, sample))
+    lm, top = ref_model.language_model, int(full.max().item())
+    emb, _ = _embed(ref_model, prepared)
+    cache = make_prompt_cache(lm)
+    out = lm(prepared.input_ids, inputs_embeds=emb, cache=cache,
+             position_ids=full[:, cols][:, None, :])  # fmt: skip
+    want = [out.logits]
+    for i, tok in enumerate(tokens):
+        step = mx.full((3, 1, 1), top + 1 + i, dtype=mx.int32)
+        want.append(lm(mx.array([[tok]]), cache=cache, position_ids=step).logits)
+    assert all_equal(got, want)
+    # Re-indexed positions (the base as usually deployed) do not equal it.
+    ri.apply(model, **{**PRUNE, "positions": False})
+    reindexed = _reduced(model, ri.prepare_tokens(model, sample), tokens)
+    assert not mx.array_equal(reindexed[0], want[0]).item()
+    assert not mx.array_equal(reindexed[1], want[1]).item()
+
+
 def test_cache_holds_text_and_kept_tokens(arch):
     model, sample = BUILDERS[arch]()
     ri.apply(model, method="divprune", tokens=6)
@@ -234,8 +310,9 @@ def test_cache_holds_text_and_kept_tokens(arch):
     cache = make_prompt_cache(model.language_model)
     run_prepared(model, prepared, steps=1, prompt_cache=cache)
     # generate_step has run the prompt and two decode steps when it yields the first.
-    for c in cache:
-        assert c.offset == prepared.prompt_tokens + 1
+    attention = [c for c in cache if hasattr(c, "offset")]  # not linear-attention state
+    assert attention and all(c.offset == prepared.prompt_tokens + 1 for c in attention)
+    for c in attention:
         # A sliding-window layer's ring buffer holds the last max_size of them.
         held = min(c.offset, getattr(c, "max_size", None) or c.offset)
         assert c.state[0].shape[2] >= held
@@ -251,9 +328,12 @@ def test_chunked_prefill_with_bias_equals_one_shot(arch):
     assert calibration.sizes is not None and calibration.positions is not None
     one_shot = run_prepared(model, prepared, prefill_step_size=None)
     for step in (3, 7):
-        assert all_equal(
-            run_prepared(model, prepared, prefill_step_size=step), one_shot
-        )
+        chunked = run_prepared(model, prepared, prefill_step_size=step)
+        assert same_up_to_chunking(model, chunked, one_shot)
+    if _hybrid(model):  # the tolerance is far below what the bias changes
+        ri.apply(model, "server-70", size_bias=False, distance_bias=False)
+        plain = run_prepared(model, ri.prepare_tokens(model, sample))
+        assert mx.abs(plain[0] - one_shot[0]).max().item() > 100 * HYBRID_ATOL
 
 
 def test_bias_changes_the_output(arch):
@@ -275,7 +355,8 @@ def test_inspect_prefill_matches_generate(arch):
         trace = ri.inspect_prefill(model, prepared)
         first = run_prepared(model, prepared, steps=1)[0]
         logits = trace.logits[0]
-        assert mx.array_equal(logits - mx.logsumexp(logits), first).item()
+        # One-shot prefill against generate's chunks (all but the last token, then it).
+        assert same_up_to_chunking(model, [logits - mx.logsumexp(logits)], [first])
         assert trace.hidden.shape == (1, 64)
         share = trace.visual_attention.item()
         assert 0.0 < share < 1.0
@@ -307,7 +388,9 @@ def test_errors():
         class config:
             model_type = "idefics3"
 
-    with pytest.raises(ValueError, match="llava, qwen2_vl, qwen2_5_vl, gemma3"):
+    with pytest.raises(
+        ValueError, match="not supported by restore_mlx; supported: llava"
+    ):
         ri.apply(Other())
     with pytest.raises(ValueError, match="keep"):
         ri.apply(model, keep=0.0)
@@ -318,10 +401,6 @@ def test_errors():
     ri.apply(model, tokens=100)
     with pytest.raises(ValueError, match="tokens"):
         ri.prepare_tokens(model, sample)
-    qwen, qsample = BUILDERS["qwen2_vl"]()
-    ri.apply(qwen, method="vispruner")
-    with pytest.raises(ValueError, match="vispruner.*CLS.*qwen2_vl"):
-        ri.prepare_tokens(qwen, qsample)
     ri.apply(model, method="vispruner", keep=0.5)
     assert ri.prepare_tokens(model, sample).visual_tokens_after == 8
 
@@ -341,4 +420,4 @@ def test_reused_prefix_continues_with_the_prompt_state(arch):
     lm(ids[:, :k], inputs_embeds=emb[:, :k], cache=cache, **extra)
     model._restore_state.set_prompt(prepared.prompt)
     tail = lm(ids[:, k:], inputs_embeds=emb[:, k:], cache=cache, **extra).logits
-    assert mx.array_equal(tail, full[:, k:]).item()
+    assert same_up_to_chunking(model, [tail], [full[:, k:]])

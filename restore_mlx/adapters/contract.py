@@ -50,13 +50,17 @@ class VisionOutput:
     ``grid`` the (h, w) layout of the N tokens when they form one grid, or None;
     ``cls`` [1, N] attention from [CLS] (or the tower's substitute) to each token, only
     when a method reads it, else None; ``segments`` how the N tokens split into
-    images, tiles and fixed tokens (None: one reducible segment on ``grid``).
+    images, tiles and fixed tokens (None: one reducible segment on ``grid``);
+    ``extra`` other per-token arrays [1, N, D'] by name that reach the language model
+    with the features (Qwen3-VL's deepstack levels): the integration reduces them with
+    the features' groups.
     """
 
     features: mx.array
     grid: Optional[tuple] = None
     cls: Optional[mx.array] = None
     segments: Optional[Sequence[Segment]] = None
+    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,8 @@ class LayoutRequest:
     ``features`` [1, M, D] the reduced visual tokens; ``kept`` [M] the original index
     (0..N-1, into ``visual_slots(spans)``) each of them stands at; ``spans`` the
     prompt's image runs; ``original_positions`` whether RoPE keeps those original
-    positions (RESTORE) or re-indexes the reduced prompt contiguously.
+    positions (RESTORE) or re-indexes the reduced prompt contiguously; ``extra`` the
+    encoder's ``VisionOutput.extra``, reduced alike ([1, M, D'] each).
     """
 
     sample: dict
@@ -75,6 +80,7 @@ class LayoutRequest:
     kept: mx.array
     spans: tuple
     original_positions: bool
+    extra: dict = field(default_factory=dict)
 
     @property
     def columns(self) -> mx.array:
@@ -144,6 +150,11 @@ class Adapter(Protocol):
     def cached_image_features(self, features: mx.array):
         """``features`` [1, N, D] in the form mlx-vlm's merge takes them as
         ``cached_image_features``."""
+
+    def image_kwargs(self, model, features: mx.array, extra: dict) -> dict:
+        """What ``mlx_vlm.stream_generate`` takes to merge visual tokens ``features``
+        [1, N, D] (and their ``extra`` arrays, see ``VisionOutput``) instead of running
+        the tower; with unreduced tokens the model must run as mlx-vlm runs it."""
 
     def image_spans(self, model, input_ids) -> tuple:
         """The runs of image tokens (``ImageSpan``) of ``input_ids`` [1, T], in order;

@@ -192,7 +192,7 @@ def layout(model, request) -> ReducedLayout:
     ids = sample["input_ids"][:, cols]
     kwargs = {
         "pixel_values": sample["pixel_values"],
-        "cached_image_features": cached_image_features(request.features),
+        **image_kwargs(model, request.features, request.extra),
         "mask": mx.ones(ids.shape, dtype=mx.int32),
     }
     if not request.original_positions:
@@ -201,6 +201,11 @@ def layout(model, request) -> ReducedLayout:
     n = sum(s.length for s in request.spans)
     shift = cal.decode_shift(n, request.features.shape[1])
     return ReducedLayout(ids, cols, kwargs, rope=cols, shift=shift)
+
+
+def image_kwargs(model, features, extra):
+    """Generate kwargs that merge ``features`` [1, N, D] instead of running the tower."""
+    return {"cached_image_features": cached_image_features(features)}
 
 
 def first_layer_input(model, embeds):

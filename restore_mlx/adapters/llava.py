@@ -119,6 +119,12 @@ def cached_image_features(features):
     return features
 
 
+def image_kwargs(model, features, extra):
+    """Generate kwargs that merge ``features`` [1, N, D] instead of running the tower
+    (llava has no other per-token arrays: ``extra`` is empty)."""
+    return {"cached_image_features": cached_image_features(features)}
+
+
 def full_positions(model, input_ids, sample):
     """Unreduced RoPE positions [T] (llava: 0..T-1)."""
     return mx.arange(input_ids.shape[1], dtype=mx.int32)
@@ -130,7 +136,7 @@ def layout(model, request) -> ReducedLayout:
     ids = sample["input_ids"][:, cols]
     kwargs = {
         "pixel_values": sample["pixel_values"],
-        "cached_image_features": cached_image_features(request.features),
+        **image_kwargs(model, request.features, request.extra),
     }
     if not request.original_positions:
         positions = mx.arange(ids.shape[1], dtype=mx.int32)

@@ -5,7 +5,10 @@ so the reduced prompt gets the kept columns of the full-sequence ``get_rope_inde
 decode continues at ``max_position + 1 - reduced_length``. The bias does: Qwen's
 ``LanguageModel.__call__`` does not forward ``mask``, so every layer's ``Attention`` is
 class-swapped to take the plan's mask; it calls mlx-vlm's own ``__call__`` with it
-(a re-implementation runs only when tracing the attention share).
+(a re-implementation runs only when tracing the attention share). The tower has no
+[CLS]: methods that read [CLS] attention get the attention each token receives in the
+last vision block (``tower_attention``). The Qwen3-VL and Qwen3.5 adapters reuse
+these pieces.
 """
 
 import sys
@@ -14,7 +17,6 @@ import mlx.core as mx
 
 from ..core import calibration as cal
 from ..core.types import Segment
-from ..errors import UnsupportedMethod
 from .contract import ReducedLayout, RopeFrequencies, VisionOutput
 from .llava import first_layer_input, token_runs  # noqa: F401
 from .patching import (
@@ -24,6 +26,7 @@ from .patching import (
     project_qkv,
     unpatch_language_model,
 )
+from .tower_attention import received_attention
 
 NAMES = ("qwen2_vl", "qwen2_5_vl")
 
@@ -43,18 +46,27 @@ class _Attention:
 
     def _traced(self, plan, x, mask, cache, position_ids, position_embeddings):
         # mlx-vlm's attention, step by step, to read the last query's attention weights.
-        B, L, _ = x.shape
-        q, k, v, _ = project_qkv(self, x)
-        if position_ids is None:
-            offset = cache.offset if cache is not None else 0
-            position_ids = mx.tile(mx.arange(offset, offset + L)[None, None], (3, B, 1))
-        if position_embeddings is None:
-            q, k = self.rotary_emb.apply_rotary(q, k, position_ids, unsqueeze_dim=1)
-        else:
-            lang = sys.modules[type(self)._restore_base.__module__]
-            cos, sin = position_embeddings
-            q, k = lang.apply_multimodal_rotary_pos_emb(q, k, cos, sin, unqueeze_dim=1)
+        q, k, v = self._restore_qkv(x)
+        q, k = mrope(self, q, k, cache, position_ids, position_embeddings)
         return attend(self, plan, q, k, v, mask, cache)
+
+    def _restore_qkv(self, x):
+        """Queries, keys and values [B, heads, L, D] before RoPE."""
+        q, k, v, _ = project_qkv(self, x)
+        return q, k, v
+
+
+def mrope(attn, q, k, cache, position_ids, position_embeddings):
+    """Queries and keys rotated as mlx-vlm's Qwen attention rotates them."""
+    B, _, L, _ = q.shape
+    if position_ids is None:
+        offset = cache.offset if cache is not None else 0
+        position_ids = mx.tile(mx.arange(offset, offset + L)[None, None], (3, B, 1))
+    if position_embeddings is None:
+        return attn.rotary_emb.apply_rotary(q, k, position_ids, unsqueeze_dim=1)
+    lang = sys.modules[type(attn)._restore_base.__module__]
+    cos, sin = position_embeddings
+    return lang.apply_multimodal_rotary_pos_emb(q, k, cos, sin, unqueeze_dim=1)
 
 
 def patch(model, state):
@@ -67,12 +79,21 @@ layers = language_layers
 
 
 def rope_frequencies(model) -> RopeFrequencies:
-    """The LM's M-RoPE frequencies, each on the axis of its chunked section."""
-    rotary = layers(model)[0].self_attn.rotary_emb
+    """The LM's M-RoPE frequencies, each on the axis of its section."""
+    return mrope_frequencies(layers(model)[0].self_attn.rotary_emb)
+
+
+def mrope_frequencies(rotary) -> RopeFrequencies:
+    """The rotated frequencies of an mlx-vlm M-RoPE module and the axis of each, as its
+    own position selector assigns them (chunked or interleaved sections; a partial
+    rotary module has frequencies only for its rotated dimensions)."""
     thetas = rotary.inv_freq.astype(mx.float32)
-    return RopeFrequencies(
-        thetas, cal.mrope_axes(rotary.mrope_section, thetas.shape[0])
-    )
+    selector = getattr(rotary, "position_selector", None)
+    if selector is None:
+        return RopeFrequencies(
+            thetas, cal.mrope_axes(rotary.mrope_section, thetas.shape[0])
+        )
+    return RopeFrequencies(thetas, [int(a) for a in selector.tolist()])
 
 
 def image_spans(model, input_ids):
@@ -81,35 +102,33 @@ def image_spans(model, input_ids):
 
 
 def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:
-    """Visual tokens [1, N, D] after the merger and the merged (h, w) grid; no [CLS].
+    """Visual tokens [1, N, D] after the merger, the merged (h, w) grid and, when
+    ``need_cls`` names a method that reads [CLS] attention, its substitute (the tower
+    has no [CLS]): the attention each token receives in the last vision block."""
+    thw = image_grid(sample)
+    tower = model.vision_tower
+    dtype = tower.patch_embed.proj.weight.dtype
+    with received_attention(tower, thw, need_cls) as received:
+        features = tower(pixel_values.astype(dtype), thw, output_hidden_states=False)
+    segments = image_segments(model, thw)
+    grid = segments[0].grid if len(segments) == 1 else None
+    return VisionOutput(features[None], grid, received.value, segments)
 
-    ``need_cls`` names the method when it needs [CLS] attention: Qwen's tower has no
-    [CLS] token and no substitute is implemented, so that is a ValueError.
-    """
-    if need_cls:
-        raise UnsupportedMethod(
-            f"method {need_cls!r} needs [CLS] attention, which the "
-            f"{model.config.model_type} vision tower does not have (no [CLS] token); "
-            "use a method without cls_attention, e.g. divprune, dart, fastv, tome, pool"
-        )
+
+def image_grid(sample) -> mx.array:
+    """The (t, h, w) patch grid [I, 3] of the prompt's images."""
     thw = sample.get("image_grid_thw")
     if thw is None:
         raise ValueError("Qwen image prompts need image_grid_thw (processor output)")
-    dtype = model.vision_tower.patch_embed.proj.weight.dtype
-    features = model.vision_tower(
-        pixel_values.astype(dtype), thw, output_hidden_states=False
-    )
-    segments = image_segments(
-        thw.tolist(), model.config.vision_config.spatial_merge_size
-    )
-    grid = segments[0].grid if len(segments) == 1 else None
-    return VisionOutput(features[None], grid, segments=segments)
+    return thw
 
 
-def image_segments(grid_thw, merge: int) -> tuple:
-    """One segment per image of ``grid_thw`` rows (t, h, w), on its merged grid."""
+def image_segments(model, thw) -> tuple:
+    """One segment per image of ``thw`` [I, 3] rows (t, h, w), on its merged (h, w)
+    grid (None for video)."""
+    merge = model.config.vision_config.spatial_merge_size
     segments, offset = [], 0
-    for i, (t, h, w) in enumerate(grid_thw):
+    for i, (t, h, w) in enumerate(thw.tolist()):
         n = t * (h // merge) * (w // merge)
         grid = (h // merge, w // merge) if t == 1 else None
         segments.append(Segment(offset, n, grid, image=i))
@@ -121,6 +140,12 @@ def cached_image_features(features):
     """``features`` [1, N, D] in the form mlx-vlm's Qwen merge takes them as
     ``cached_image_features``: [N, D], the tower's own output has no batch axis."""
     return features[0]
+
+
+def image_kwargs(model, features, extra):
+    """Generate kwargs that merge ``features`` [1, N, D] instead of running the tower
+    (Qwen2-VL has no other per-token arrays: ``extra`` is empty)."""
+    return {"cached_image_features": cached_image_features(features)}
 
 
 def full_positions(model, input_ids, sample):
@@ -145,7 +170,7 @@ def layout(model, request) -> ReducedLayout:
         delta = 0
     kwargs = {
         "pixel_values": sample["pixel_values"],
-        "cached_image_features": cached_image_features(request.features),
+        **image_kwargs(model, request.features, request.extra),
         "position_ids": positions[:, None, :],
         "rope_deltas": mx.array([[delta]]),
     }

@@ -7,6 +7,8 @@ first language-model layers on the full, unreduced prompt.
 
 import mlx.core as mx
 
+from ..errors import UnsupportedMethod
+
 # In-LLM reducers (FastV, DART) score with the attention of this LM layer (1-based: the
 # second layer), from a pre-pass over the full prompt through the layers before it.
 LLM_SCORE_LAYER = 2
@@ -36,10 +38,25 @@ def method_scores(model, adapter, sample, need, encoded, slots):
     return scores
 
 
+def score_layer(layers) -> int:
+    """Index of the layer whose attention scores: layer ``LLM_SCORE_LAYER`` (1-based),
+    or on a hybrid stack the first softmax-attention layer from there on (linear
+    attention has no attention weights to read)."""
+    first = min(LLM_SCORE_LAYER, len(layers)) - 1
+    for i in range(first, len(layers)):
+        if hasattr(layers[i], "self_attn"):
+            return i
+    raise UnsupportedMethod(
+        "in-LLM scores (fastv, dart) need a softmax-attention layer at or after layer "
+        f"{LLM_SCORE_LAYER} and this language model has none; use divprune or tome"
+    )
+
+
 def llm_scores(model, adapter, sample, features, slots):
-    """FastV/DART scores from a pre-pass of the full prompt through the first
-    ``LLM_SCORE_LAYER - 1`` layers: the last token's attention to each image token in
-    layer ``LLM_SCORE_LAYER`` (mean over heads) and that layer's pre-RoPE image keys.
+    """FastV/DART scores from a pre-pass of the full prompt through the layers before
+    ``score_layer``: the last token's attention to each image token in that layer
+    (mean over heads) and its pre-RoPE image keys. Features added inside the LM's
+    layer loop (Qwen3-VL's deepstack levels) are not part of the pre-pass.
     Costs those layers once more on the unreduced prompt; the real prefill then runs
     the reduced prompt through every layer, so the cache stays uniform."""
     ids = sample["input_ids"]
@@ -50,11 +67,11 @@ def llm_scores(model, adapter, sample, features, slots):
     ).inputs_embeds
     positions = adapter.full_positions(model, ids, sample)
     layers = adapter.layers(model)
-    k = min(LLM_SCORE_LAYER, len(layers))
+    k = score_layer(layers)
     h = adapter.first_layer_input(model, embeds)
-    for layer in layers[: k - 1]:
+    for layer in layers[:k]:
         h = adapter.run_layer(model, layer, h, positions)
-    layer = layers[k - 1]
+    layer = layers[k]
     q, keys, raw = adapter.queries_keys(
         model, layer, layer.input_layernorm(h), positions
     )

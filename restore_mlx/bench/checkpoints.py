@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import gemma3_checkpoint
 
-ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl", "gemma3")
+ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "gemma3")
 
 # Knobs a caller may override, per architecture. Kept tiny: CPU tests load these.
 # None: intermediate sizes default to 2x the width, vocab_size to the tokenizer's + 4.
@@ -34,6 +34,14 @@ DEFAULTS = {
     ),
 }  # fmt: skip
 DEFAULTS["qwen2_5_vl"] = dict(DEFAULTS["qwen2_vl"])
+# Qwen3-VL / 3.5: 16 px patches as published; 64 px images -> 4 x 4 patches -> 4 tokens
+# is too few to reduce, so 128 px (16 tokens). Qwen3.5 needs a softmax-attention layer:
+# with the published interval of 4 that is 4 layers.
+DEFAULTS["qwen3_vl"] = dict(
+    _COMMON, hidden_size=32, num_layers=2, vision_layers=2, image_size=128,
+    patch_size=16, rope_theta=5000000.0,
+)  # fmt: skip
+DEFAULTS["qwen3_5"] = dict(DEFAULTS["qwen3_vl"], num_layers=4, rope_theta=10000000.0)
 DEFAULTS["gemma3"] = dict(gemma3_checkpoint.DEFAULTS)
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -213,6 +221,73 @@ def _qwen_files(arch, k, vocab):
     specials = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>",
                     unk_token="<unk>")
     return config, preproc, proc, specials
+
+
+def _qwen3_vision(arch, k):
+    return dict(
+        model_type=arch, depth=k["vision_layers"], hidden_size=k["vision_hidden_size"],
+        hidden_act="gelu_pytorch_tanh", intermediate_size=k["vision_intermediate_size"],
+        num_heads=k["vision_heads"], in_channels=3, patch_size=k["patch_size"],
+        spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=k["hidden_size"],
+        num_position_embeddings=64,
+        deepstack_visual_indexes=[0] if arch == "qwen3_vl" else [],
+    )
+
+
+def _qwen3_text(arch, k, vocab):
+    head_dim = 2 * k["hidden_size"] // k["heads"]  # published: head_dim 128 / 256
+    text = dict(
+        model_type=f"{arch}_text", hidden_size=k["hidden_size"],
+        intermediate_size=k["intermediate_size"], num_hidden_layers=k["num_layers"],
+        num_attention_heads=k["heads"], num_key_value_heads=k["kv_heads"],
+        head_dim=head_dim, hidden_act="silu", rms_norm_eps=1e-6,
+        max_position_embeddings=4096, vocab_size=k["vocab_size"],
+        tie_word_embeddings=False, attention_bias=False,
+        bos_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|im_end|>"],
+    )
+    if arch == "qwen3_vl":  # interleaved M-RoPE over all head_dim / 2 frequencies
+        half = head_dim // 2
+        text.update(rope_theta=k["rope_theta"], rope_scaling=dict(
+            rope_type="default", mrope_interleaved=True,
+            mrope_section=[half - 2 * (half // 3), half // 3, half // 3]))
+        return text
+    quarter = head_dim // 8  # partial rotary 0.25: head_dim / 8 frequencies
+    text.update(
+        full_attention_interval=4, linear_conv_kernel_dim=4,
+        linear_num_key_heads=k["heads"], linear_num_value_heads=2 * k["heads"],
+        linear_key_head_dim=head_dim // 2, linear_value_head_dim=head_dim // 2,
+        layer_types=["full_attention" if (i + 1) % 4 == 0 else "linear_attention"
+                     for i in range(k["num_layers"])],
+        rope_parameters=dict(
+            rope_type="default", mrope_interleaved=True, rope_theta=k["rope_theta"],
+            partial_rotary_factor=0.25,
+            mrope_section=[quarter - 2 * (quarter // 3), quarter // 3, quarter // 3]),
+    )
+    return text
+
+
+def _qwen3_files(arch, k, vocab):
+    names = {"qwen3_vl": "Qwen3VL", "qwen3_5": "Qwen3_5"}
+    config = dict(
+        architectures=[f"{names[arch]}ForConditionalGeneration"], model_type=arch,
+        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+        vision_end_token_id=vocab["<|vision_end|>"], tie_word_embeddings=False,
+        torch_dtype=k["dtype"], text_config=_qwen3_text(arch, k, vocab),
+        vision_config=_qwen3_vision(arch, k),
+    )
+    side = k["image_size"]
+    preproc = dict(
+        image_processor_type="Qwen2VLImageProcessorFast", patch_size=k["patch_size"],
+        temporal_patch_size=2, merge_size=2,
+        size=dict(shortest_edge=side * side // 4, longest_edge=side * side),
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_rescale=True,
+        rescale_factor=1 / 255, do_normalize=True, do_convert_rgb=True,
+    )
+    proc = dict(processor_class="Qwen3VLProcessor")
+    specials = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                    unk_token="<unk>")
+    return config, preproc, proc, specials
 # fmt: on
 
 
@@ -236,10 +311,16 @@ def _hf_weights(arch, config, seed):
             value = value.transpose(0, 3, 1, 2)
         elif name.endswith("patch_embed.proj.weight"):  # Qwen conv3d: OTHWI -> OITHW
             value = value.transpose(0, 4, 1, 2, 3)
+        elif name.endswith("conv1d.weight"):  # GatedDeltaNet conv1d: MLX OKI -> OIK
+            value = value.transpose(0, 2, 1)
         if arch == "gemma3":
             name = gemma3_checkpoint.hf_name(name)
             if name is None:
                 continue
+        elif arch in ("qwen3_vl", "qwen3_5"):  # HF nests both under model.
+            name = name.replace("vision_tower.", "model.visual.", 1)
+            name = name.replace("language_model.model.", "model.language_model.", 1)
+            name = name.replace("language_model.lm_head.", "lm_head.", 1)
         elif arch != "llava":
             name = name.replace("vision_tower.", "visual.", 1)
             name = name.replace("language_model.model.", "model.", 1)
@@ -273,6 +354,9 @@ def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Pat
     if arch == "llava":
         config, preproc, proc, names = _llava_files(knobs, vocab)
         template = _LLAVA_TEMPLATE
+    elif arch in ("qwen3_vl", "qwen3_5"):
+        config, preproc, proc, names = _qwen3_files(arch, knobs, vocab)
+        template = _QWEN_TEMPLATE
     elif arch == "gemma3":
         config, preproc, proc, names = gemma3_checkpoint.gemma3_files(knobs, vocab)
         template = gemma3_checkpoint.TEMPLATE

@@ -11,6 +11,14 @@ visual-token count that checkpoint produces for one image at that resolution.
   projector, Qwen2-0.5B LM. It runs through mlx-vlm's ``llava`` classes (whose tower
   takes SigLIP and whose LM takes ``qwen2``), so the anyres tiling and the newline
   tokens of the OneVision processor are not modelled: one base crop only.
+- ``qwen3-vl-2b``: Qwen/Qwen3-VL-2B-Instruct (24-block ViT with deepstack taps at
+  blocks 5, 11, 17 + a Qwen3-1.7B-shaped LM, 28 layers, interleaved M-RoPE). A
+  448 x 448 image is 28 x 28 patches of 16 px, merged 2 x 2: 196 visual tokens.
+- ``qwen3.5-0.8b``: Qwen/Qwen3.5-0.8B, the smallest Qwen3.5 vision-language model
+  (12-block ViT, no deepstack; hybrid LM of 24 layers, softmax attention on every
+  4th: 6 layers, partial rotary 0.25). 196 visual tokens at 448 px as above.
+  Both from the published config.json values (as quoted verbatim in public
+  repositories' tests); both fit 24 GB in fp32 at full depth.
 - ``gemma3-4b``: google/gemma-3-4b-it (SigLIP-so400m/14 at 896 px, 4096 patches
   pooled 4 x 4 into 256 image tokens; Gemma 3 LM, 34 layers, 5 sliding (1024 tokens,
   RoPE base 1e4) to 1 global (base 1e6, linear RoPE scaling 8)). 17 GB of fp32
@@ -190,6 +198,59 @@ TINY_QWEN2_VL = {
     },
 }
 
+_QWEN3_TOKENS = {
+    "image_token_id": 151655, "video_token_id": 151656,
+    "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+}  # fmt: skip
+
+QWEN3_VL_2B = {
+    "model_type": "qwen3_vl",
+    "tie_word_embeddings": True,
+    **_QWEN3_TOKENS,
+    "text_config": {
+        "model_type": "qwen3_vl_text", "hidden_size": 2048, "intermediate_size": 6144,
+        "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
+        "head_dim": 128, "rms_norm_eps": 1e-6, "rope_theta": 5000000.0,
+        "max_position_embeddings": 262144, "tie_word_embeddings": True,
+        "vocab_size": 151936, "hidden_act": "silu", "attention_bias": False,
+        "rope_scaling": {"rope_type": "default", "mrope_interleaved": True,
+                         "mrope_section": [24, 20, 20]},
+    },
+    "vision_config": {
+        "model_type": "qwen3_vl", "depth": 24, "hidden_size": 1024,
+        "intermediate_size": 4096, "num_heads": 16, "in_channels": 3,
+        "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
+        "out_hidden_size": 2048, "num_position_embeddings": 2304,
+        "deepstack_visual_indexes": [5, 11, 17], "hidden_act": "gelu_pytorch_tanh",
+    },
+}  # fmt: skip
+
+QWEN3_5_08B = {
+    "model_type": "qwen3_5",
+    "tie_word_embeddings": True,
+    "image_token_id": 248056, "video_token_id": 248057,
+    "vision_start_token_id": 248053, "vision_end_token_id": 248054,
+    "text_config": {
+        "model_type": "qwen3_5_text", "hidden_size": 1024, "intermediate_size": 3584,
+        "num_hidden_layers": 24, "num_attention_heads": 8, "num_key_value_heads": 2,
+        "head_dim": 256, "rms_norm_eps": 1e-6, "max_position_embeddings": 262144,
+        "vocab_size": 248320, "tie_word_embeddings": True, "attention_bias": False,
+        "full_attention_interval": 4, "linear_conv_kernel_dim": 4,
+        "linear_key_head_dim": 128, "linear_value_head_dim": 128,
+        "linear_num_key_heads": 16, "linear_num_value_heads": 16,
+        "rope_parameters": {"rope_type": "default", "mrope_interleaved": True,
+                            "mrope_section": [11, 11, 10], "rope_theta": 10000000.0,
+                            "partial_rotary_factor": 0.25},
+    },
+    "vision_config": {
+        "model_type": "qwen3_5", "depth": 12, "hidden_size": 768,
+        "intermediate_size": 3072, "num_heads": 12, "in_channels": 3,
+        "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
+        "out_hidden_size": 1024, "num_position_embeddings": 2304,
+        "deepstack_visual_indexes": [], "hidden_act": "gelu_pytorch_tanh",
+    },
+}  # fmt: skip
+
 # name -> (config, image side in pixels, what it is)
 BUILTIN = {
     "qwen2-vl-2b": (QWEN2_VL_2B, 448, "Qwen2-VL-2B-Instruct shape, 448 px"),
@@ -204,6 +265,8 @@ BUILTIN = {
         896,
         "Gemma-3-4B-it widths, 6 of 34 LM layers and 4 of 27 vision layers, 896 px",
     ),
+    "qwen3-vl-2b": (QWEN3_VL_2B, 448, "Qwen3-VL-2B-Instruct shape, 448 px"),
+    "qwen3.5-0.8b": (QWEN3_5_08B, 448, "Qwen3.5-0.8B shape (hybrid LM), 448 px"),
     "tiny-llava": (TINY_LLAVA, 64, "toy llava (smoke test only)"),
     "tiny-gemma3": (TINY_GEMMA3, 64, "toy gemma3 (smoke test only)"),
     "tiny-qwen2-vl": (TINY_QWEN2_VL, 112, "toy qwen2_vl (smoke test only)"),

@@ -80,7 +80,7 @@ def synthetic_sample(config: dict, side: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     vocab = config.get("text_config", {}).get("vocab_size") or config["vocab_size"]
     before, after = _text(rng, TEXT_BEFORE, vocab), _text(rng, TEXT_AFTER, vocab)
-    if config["model_type"] in ("qwen2_vl", "qwen2_5_vl"):
+    if config["model_type"].startswith("qwen"):
         vc = config["vision_config"]
         g = side // vc["patch_size"]
         n = g * g // vc["spatial_merge_size"] ** 2

@@ -9,7 +9,7 @@ from ..config import ANCHOR_RULES, POSITION_RULES
 from . import mergers, pruners, spatial
 from .anchors import anchors_from_similarity
 from .budget import resolve_budget, split_budget
-from .ops import Tokens, complement, gather_rows
+from .ops import Tokens, complement, gather_rows, segment_mean
 from .positions import finalize, identity
 from .scores import check_scores
 from .types import Reduction
@@ -169,3 +169,29 @@ def reduce(
     if restore and anchors and spec.select is not None:
         return _restore(tok, spec, m, position_rule, anchor_rule, scores)
     return _base(tok, spec, m, position_rule, anchor_rule, scores, method)
+
+
+def keeps_tokens_as_is(method, *, restore=True, anchors=True) -> bool:
+    """Whether ``reduce`` with these settings outputs the base's kept tokens as they are
+    (pruning without RESTORE's anchors) rather than group means."""
+    return REDUCERS[method].kind == "prune" and not (restore and anchors)
+
+
+def reduce_alongside(
+    red: Reduction, x: mx.array, method, *, restore=True, anchors=True
+) -> mx.array:
+    """Per-token features x [B, N, D'] reduced exactly as ``reduce`` reduced the tokens
+    into ``red`` -> [B, M, D']: the same groups, sizes and order.
+
+    For other feature levels of the same tokens (e.g. Qwen3-VL's deepstack features):
+    a kept token's own row where the method keeps tokens as they are, else the mean of
+    its group's members (the size-weighted mean of any earlier merge).
+    """
+    if x.ndim != 3 or x.shape[:2] != red.assignment.shape:
+        raise ValueError(
+            f"x must have shape [B, N, D] with [B, N] = {tuple(red.assignment.shape)}, "
+            f"got {tuple(x.shape)}"
+        )
+    if keeps_tokens_as_is(method, restore=restore, anchors=anchors):
+        return gather_rows(x, red.positions)
+    return segment_mean(x, red.assignment, red.num_tokens)
