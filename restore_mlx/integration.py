@@ -267,11 +267,17 @@ def tokenize_prompt(
     return {k: v for k, v in inputs.items() if k != "attention_mask" and v is not None}
 
 
-def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPrompt:
+def prepare_tokens(
+    model, sample, *, config=None, encoded=None, reduction=None
+) -> PreparedPrompt:
     """``prepare_inputs`` from processor output ``sample`` (``input_ids`` [1, T],
     ``pixel_values`` and model extras such as ``image_grid_thw``). With ``encoded``
     (``encode_image`` of the same image) the vision tower does not run; ValueError
-    when it does not fit the prompt or lacks the [CLS] attention the method reads."""
+    when it does not fit the prompt or lacks the [CLS] attention the method reads.
+    With ``reduction`` (a ``Reduction`` of this image under this recipe, e.g. an
+    earlier turn's ``prepared.reduction``) nothing is scored or reduced again: the
+    prompt gets exactly those tokens, positions and sizes (also for methods that read
+    the text, such as FastV)."""
     state, adapter = _state(model), adapter_for(model)
     cfg = config or state.config
     ids = sample["input_ids"]
@@ -291,21 +297,12 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
         encoded = encode_image(model, sample, config=cfg)
         vision_s = encoded.vision_s
     _check_fits(model, adapter, encoded, n, cfg)
-    features, grid, cls = encoded.features, encoded.grid, encoded.cls
     m = resolve_budget(n, keep=cfg.keep, tokens=cfg.tokens)
     if m == n:
-        return _unreduced(state, adapter, sample, (start, features), n, vision_s)
-    need = score_names(REDUCERS[cfg.method])
+        image = (start, encoded.features)
+        return _unreduced(state, adapter, sample, image, n, vision_s)
     t1 = time.perf_counter()
-    scores = method_scores(
-        model, adapter, sample, cfg, need, features, start, grid, cls
-    )
-    red = reduce(
-        features, cfg.method, keep=cfg.keep, tokens=cfg.tokens, restore=cfg.restore,
-        anchors=cfg.anchors, anchor_rule=cfg.anchor_rule, position_rule=cfg.position_rule,
-        **scores,
-    )  # fmt: skip
-    mx.eval(red.features, red.sizes, red.positions)
+    red = reduction or _reduce(model, adapter, sample, cfg, encoded, start)
     reduce_s = time.perf_counter() - t1
     request = LayoutRequest(
         sample, red.features, red.positions[0], span, cfg.restore and cfg.positions
@@ -319,6 +316,22 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
         lay.input_ids, lay.generate_kwargs, red, n, red.num_tokens,
         lay.input_ids.shape[1], vision_s, reduce_s, prompt,
     )  # fmt: skip
+
+
+def _reduce(model, adapter, sample, cfg, encoded, start) -> Reduction:
+    """Score and reduce the encoded image's tokens with recipe ``cfg``."""
+    features, grid, cls = encoded.features, encoded.grid, encoded.cls
+    need = score_names(REDUCERS[cfg.method])
+    scores = method_scores(
+        model, adapter, sample, cfg, need, features, start, grid, cls
+    )
+    red = reduce(
+        features, cfg.method, keep=cfg.keep, tokens=cfg.tokens, restore=cfg.restore,
+        anchors=cfg.anchors, anchor_rule=cfg.anchor_rule, position_rule=cfg.position_rule,
+        **scores,
+    )  # fmt: skip
+    mx.eval(red.features, red.sizes, red.positions)
+    return red
 
 
 def _unreduced(state, adapter, sample, image, n, vision_s) -> PreparedPrompt:
