@@ -289,11 +289,17 @@ def tokenize_prompt(
     return {k: v for k, v in inputs.items() if k != "attention_mask" and v is not None}
 
 
-def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPrompt:
+def prepare_tokens(
+    model, sample, *, config=None, encoded=None, reduction=None
+) -> PreparedPrompt:
     """``prepare_inputs`` from processor output ``sample`` (``input_ids`` [1, T],
     ``pixel_values`` and model extras such as ``image_grid_thw``). With ``encoded``
     (``encode_image`` of the same images) the vision tower does not run; ValueError
     when it does not fit the prompt or lacks the [CLS] attention the method reads.
+    With ``reduction`` (a ``Reduction`` of these images under this recipe, e.g. an
+    earlier turn's ``prepared.reduction``) nothing is scored or reduced again: the
+    prompt gets exactly those tokens, positions and sizes (also for methods that read
+    the text, such as FastV).
 
     Every image (and tile) of the prompt is a segment of its own: the budget applies to
     the whole prompt and is split over them (``core.segments``)."""
@@ -324,7 +330,7 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
         prepared.segments = tuple(segments)
         return prepared
     t1 = time.perf_counter()
-    red = _reduce(model, adapter, sample, cfg, encoded, segments, slots)
+    red = reduction or _reduce(model, adapter, sample, cfg, encoded, segments, slots)
     reduce_s = time.perf_counter() - t1
     request = LayoutRequest(
         sample, red.features, red.positions[0], spans, cfg.restore and cfg.positions,
@@ -332,6 +338,7 @@ def prepare_tokens(model, sample, *, config=None, encoded=None) -> PreparedPromp
     )  # fmt: skip
     lay = adapter.layout(model, request)
     prompt = _calibrated(model, adapter, cfg, lay, red, request, segments)
+    prompt.batchable = getattr(adapter, "BATCHABLE", False)
     state.set_prompt(prompt)
     return PreparedPrompt(
         lay.input_ids, lay.generate_kwargs, red, slots.shape[0], red.num_tokens,

@@ -82,7 +82,8 @@ class Prompt:
     ``ids`` [1, P]; ``rope`` [P] int32 RoPE positions where mlx-vlm would not get them
     right by itself (1-D RoPE at original positions), else None; ``shift`` how far
     decode positions move past the cache offset; ``calibration`` the attention biases,
-    or None; ``visual`` [P] bool, True at visual tokens (for the attention trace).
+    or None; ``visual`` [P] bool, True at visual tokens (for the attention trace);
+    ``batchable`` whether continuous batching may carry it (``adapters.batching``).
     """
 
     ids: mx.array
@@ -90,6 +91,7 @@ class Prompt:
     shift: int = 0
     calibration: Optional[Calibration] = None
     visual: Optional[mx.array] = None
+    batchable: bool = False  # the adapter's row plans follow mlx-vlm's batches
 
     @property
     def length(self) -> int:

@@ -21,6 +21,8 @@ from .patching import (
 )
 
 NAMES = ("llava",)
+# Continuous batching follows this family's rows (adapters.batching, tested).
+BATCHABLE = True
 
 
 class _Attention:

@@ -9,6 +9,9 @@ reads it. With no plan the patched classes call straight through to mlx-vlm's co
 
 import mlx.core as mx
 
+from . import batching
+from .batching import ROW_KWARG
+
 _SWAPPED = {}
 PATCH_ATTRS = ("_restore", "_restore_layer")
 
@@ -51,7 +54,7 @@ class RestoreLanguageModel:
     def __call__(self, inputs, inputs_embeds=None, mask=None, cache=None, **kwargs):
         state = self._restore
         length = (inputs_embeds if inputs_embeds is not None else inputs).shape[1]
-        state.plan = state.begin(inputs, length, cache_offset(cache))
+        state.plan = _plan(state, inputs, length, cache, kwargs.pop(ROW_KWARG, None))
         if mask is not None:  # not every language model takes one; generate never does
             kwargs["mask"] = mask
         try:
@@ -60,6 +63,16 @@ class RestoreLanguageModel:
             )
         finally:
             state.plan = None
+
+
+def _plan(state, inputs, length, cache, rows):
+    """One request (``state``), or a batch whose rows carry their own (``batching``)."""
+    first = batching.first_kv_cache(cache)
+    if rows is not None or batching.tagged(first):
+        return batching.plan_rows(first, rows, length)
+    if batching.is_batched(first):
+        return None  # rows no request was prepared for: mlx-vlm's own code
+    return state.begin(inputs, length, cache_offset(cache))
 
 
 def language_layers(model):

@@ -29,6 +29,8 @@ from .patching import (
 from .tower_attention import received_attention
 
 NAMES = ("qwen2_vl", "qwen2_5_vl")
+# Continuous batching follows this family's rows (adapters.batching, tested).
+BATCHABLE = True
 
 
 class _Attention:
