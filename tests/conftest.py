@@ -169,6 +169,12 @@ BUILDERS = {
 }
 
 
+# Architectures with their tiny models in their own files.
+from tiny_idefics3 import BUILDERS as _IDEFICS3  # noqa: E402
+
+BUILDERS.update(_IDEFICS3)
+
+
 @pytest.fixture(params=sorted(BUILDERS))
 def arch(request):
     """Each supported architecture's name, in turn."""

@@ -11,6 +11,11 @@ contiguous positions are then exactly RESTORE's original positions, for pruning 
 merging alike (a group sits at its median member, a real and unique index), and decode
 continues at the unreduced positions.
 
+Hybrid models (lfm2: short convolutions in most layers) cannot be laid out at full
+length everywhere: a convolution would mix the removed slots in. Their non-attention
+layers run on the reduced prompt itself (the kept slots gathered, run, scattered back),
+the attention layers at full length as above; the first attention layer is "layer 0".
+
 Adding an architecture: one ``ReferenceArch`` entry in ``REFERENCE`` (how to call a
 decoder layer with explicit positions and mask, how to read its RoPE angles).
 """
@@ -32,12 +37,21 @@ class ReferenceArch:
     unreduced prompt followed by ``extra`` decode steps; ``angles(model, positions)`` ->
     (cos, sin) [L, K] of the rotation the model applies at each position, one column
     per rotary frequency; ``layer(model, layer, h, mask, positions)`` -> one decoder
-    layer without cache.
+    layer without cache (``mask`` None for a non-attention layer); ``parts(model)`` ->
+    (decoder layers, token embedding, final norm); ``attends(layer)`` whether a layer
+    mixes tokens by softmax attention (False: it runs on the reduced prompt).
     """
 
     positions: Callable
     angles: Callable
     layer: Callable
+    parts: Callable = lambda model: _lm_model_parts(model)
+    attends: Callable = lambda layer: True
+
+
+def _lm_model_parts(model):
+    inner = model.language_model.model
+    return inner.layers, inner.embed_tokens, inner.norm
 
 
 def _llava_positions(model, ids, sample, extra):
@@ -160,21 +174,31 @@ def reference_masks(lay: Layout, cos, sin, decode_steps, *, size=True, dist=True
     return masks
 
 
-def head(lm, h):
+def head(model, h):
     """The language model's output projection (tied or not)."""
+    lm = model.language_model
     if "lm_head" in lm:
         return lm.lm_head(h)
-    return lm.model.embed_tokens.as_linear(h)
+    return REFERENCE[model.config.model_type].parts(model)[1].as_linear(h)
 
 
-def reference_logits(arch, model, embeds, masks, positions):
-    """Unpatched layers one by one with layer 0's mask, then the later layers' mask."""
-    lm, spec = model.language_model, REFERENCE[model.config.model_type]
-    h = embeds
-    for i, layer in enumerate(lm.model.layers):
-        mask = mx.array(masks[0] if i == 0 else masks[1])
+def reference_logits(arch, model, embeds, masks, positions, rows):
+    """Unpatched layers one by one: attention layers at full length with the first
+    attention layer's mask, then the later layers' mask; other layers on the reduced
+    sequence ``rows`` (the slots of the reduced prompt and the decoded tokens)."""
+    spec = REFERENCE[model.config.model_type]
+    layers, _, norm = spec.parts(model)
+    h, first = embeds, True
+    for layer in layers:
+        if not spec.attends(layer):
+            reduced = spec.layer(model, layer, h[:, rows], None, positions)
+            h = mx.array(np.array(h))  # a copy, written at the reduced rows
+            h[:, mx.array(rows)] = reduced
+            continue
+        mask = mx.array(masks[0] if first else masks[1])
         h = spec.layer(model, layer, h, mask, positions)
-    return head(lm, lm.model.norm(h))
+        first = False
+    return head(model, norm(h))
 
 
 def full_length_embeddings(model, prepared, lay: Layout, decode_tokens):
@@ -186,6 +210,12 @@ def full_length_embeddings(model, prepared, lay: Layout, decode_tokens):
     emb = np.array(emb.astype(mx.float32))[0]
     out = np.zeros((lay.length, emb.shape[-1]), dtype=np.float32)
     out[lay.slots] = emb
-    lm = model.language_model
-    tail = np.array(lm.model.embed_tokens(mx.array([decode_tokens])))[0]
+    embed = REFERENCE[model.config.model_type].parts(model)[1]
+    tail = np.array(embed(mx.array([decode_tokens])))[0]
     return mx.array(np.concatenate([out, tail])[None])
+
+
+# Architectures with their tiny models in their own test files.
+from tiny_idefics3 import REFERENCE as _IDEFICS3  # noqa: E402
+
+REFERENCE.update({name: ReferenceArch(**f) for name, f in _IDEFICS3.items()})

@@ -9,6 +9,7 @@ from mlx_vlm.models.cache import make_prompt_cache
 import restore_mlx.integration as ri
 from restore_mlx.adapters import adapter_for
 from restore_mlx.adapters.contract import visual_slots
+from restore_mlx.adapters.patching import cache_offset, text_model
 
 STEPS = 4
 PRUNE = dict(
@@ -87,13 +88,12 @@ def test_remove_restores_the_unpatched_model(arch):
     ref_model, sample = BUILDERS[arch]()
     expected = run_plain(ref_model, sample)
     model, _ = BUILDERS[arch]()
-    classes = [type(layer.self_attn) for layer in model.language_model.model.layers]
+    layers = adapter_for(model).layers(model)
+    classes = [type(layer.get("self_attn")) for layer in layers]
     ri.apply(model, "server-70")
     run_prepared(model, ri.prepare_tokens(model, sample))
     ri.remove(model)
-    assert [
-        type(layer.self_attn) for layer in model.language_model.model.layers
-    ] == classes
+    assert [type(layer.get("self_attn")) for layer in layers] == classes
     assert not hasattr(model, "_restore_state")
     assert all_equal(run_plain(model, sample), expected)
 
@@ -108,6 +108,7 @@ def _full_masked(model, sample, keep_rows, tokens):
     causal = mx.tril(mx.ones((T, T), dtype=mx.bool_))
     qwen = emb.position_ids is not None
     cache = make_prompt_cache(lm)
+    embed = text_model(model).embed_tokens
 
     def forward(x, mask, step):
         if not qwen:
@@ -118,12 +119,12 @@ def _full_masked(model, sample, keep_rows, tokens):
             else mx.full((3, 1, 1), step) + emb.position_ids.max() + 1
         )
         h = lm.model(None, inputs_embeds=x, mask=mask, cache=cache, position_ids=pos)
-        return lm.lm_head(h) if "lm_head" in lm else lm.model.embed_tokens.as_linear(h)
+        return lm.lm_head(h) if "lm_head" in lm else embed.as_linear(h)
 
     logits = [forward(emb.inputs_embeds, causal & allowed, None)[:, keep_rows]]
     for i, tok in enumerate(tokens):
         allowed = mx.concatenate([allowed, mx.array([True])])
-        x = lm.model.embed_tokens(mx.array([[tok]]))
+        x = embed(mx.array([[tok]]))
         logits.append(forward(x, allowed[None], i))
     return logits
 
@@ -143,7 +144,7 @@ def _reduced(model, prepared, tokens):
     emb, extra = _embed(model, prepared)
     cache = make_prompt_cache(lm)
     logits = [lm(prepared.input_ids, inputs_embeds=emb, cache=cache, **extra).logits]
-    assert cache[0].offset == prepared.prompt_tokens
+    assert cache_offset(cache) == prepared.prompt_tokens
     for tok in tokens:
         logits.append(lm(mx.array([[tok]]), cache=cache).logits)
     return logits
@@ -186,8 +187,11 @@ def test_cache_holds_text_and_kept_tokens(arch):
     cache = make_prompt_cache(model.language_model)
     run_prepared(model, prepared, steps=1, prompt_cache=cache)
     # generate_step has run the prompt and two decode steps when it yields the first.
-    assert cache[0].offset == prepared.prompt_tokens + 1
-    assert cache[0].state[0].shape[2] >= cache[0].offset
+    attention = [c for c in cache if hasattr(c, "offset")]  # not conv caches
+    assert attention and cache_offset(cache) == prepared.prompt_tokens + 1
+    assert all(
+        c.state[0].shape[2] >= c.offset == cache_offset(cache) for c in attention
+    )
 
 
 def test_chunked_prefill_with_bias_equals_one_shot(arch):

@@ -7,6 +7,8 @@ first language-model layers on the full, unreduced prompt.
 
 import mlx.core as mx
 
+from .patching import has_attention, pre_attention_norm
+
 # In-LLM reducers (FastV, DART) score with the attention of this LM layer (1-based: the
 # second layer), from a pre-pass over the full prompt through the layers before it.
 LLM_SCORE_LAYER = 2
@@ -36,6 +38,14 @@ def method_scores(model, adapter, sample, need, encoded, slots):
     return scores
 
 
+def score_layer(layers) -> int:
+    """Index of the layer that scores: layer ``LLM_SCORE_LAYER`` (1-based), or in a
+    hybrid model the first attention layer from there on (else the last one)."""
+    attending = [i for i, layer in enumerate(layers) if has_attention(layer)]
+    later = [i for i in attending if i >= LLM_SCORE_LAYER - 1]
+    return later[0] if later else attending[-1]
+
+
 def llm_scores(model, adapter, sample, features, slots):
     """FastV/DART scores from a pre-pass of the full prompt through the first
     ``LLM_SCORE_LAYER - 1`` layers: the last token's attention to each image token in
@@ -50,13 +60,13 @@ def llm_scores(model, adapter, sample, features, slots):
     ).inputs_embeds
     positions = adapter.full_positions(model, ids, sample)
     layers = adapter.layers(model)
-    k = min(LLM_SCORE_LAYER, len(layers))
+    k = score_layer(layers)
     h = embeds
-    for layer in layers[: k - 1]:
+    for layer in layers[:k]:
         h = adapter.run_layer(model, layer, h, positions)
-    layer = layers[k - 1]
+    layer = layers[k]
     q, keys, raw = adapter.queries_keys(
-        model, layer, layer.input_layernorm(h), positions
+        model, layer, pre_attention_norm(layer)(h), positions
     )
     H = q.shape[1]
     keys = mx.repeat(keys, H // keys.shape[1], axis=1)
