@@ -171,8 +171,9 @@ BUILDERS = {
 
 # Architectures with their tiny models in their own files.
 from tiny_idefics3 import BUILDERS as _IDEFICS3  # noqa: E402
+from tiny_lfm2_vl import BUILDERS as _LFM2_VL  # noqa: E402
 
-BUILDERS.update(_IDEFICS3)
+BUILDERS.update({**_IDEFICS3, **_LFM2_VL})
 
 
 @pytest.fixture(params=sorted(BUILDERS))

@@ -188,12 +188,12 @@ def reference_logits(arch, model, embeds, masks, positions, rows):
     sequence ``rows`` (the slots of the reduced prompt and the decoded tokens)."""
     spec = REFERENCE[model.config.model_type]
     layers, _, norm = spec.parts(model)
-    h, first = embeds, True
+    h, first, rows = embeds, True, mx.array(np.asarray(rows, dtype=np.int32))
     for layer in layers:
         if not spec.attends(layer):
             reduced = spec.layer(model, layer, h[:, rows], None, positions)
             h = mx.array(np.array(h))  # a copy, written at the reduced rows
-            h[:, mx.array(rows)] = reduced
+            h[:, rows] = reduced
             continue
         mask = mx.array(masks[0] if first else masks[1])
         h = spec.layer(model, layer, h, mask, positions)
@@ -217,5 +217,6 @@ def full_length_embeddings(model, prepared, lay: Layout, decode_tokens):
 
 # Architectures with their tiny models in their own test files.
 from tiny_idefics3 import REFERENCE as _IDEFICS3  # noqa: E402
+from tiny_lfm2_vl import REFERENCE as _LFM2_VL  # noqa: E402
 
-REFERENCE.update({name: ReferenceArch(**f) for name, f in _IDEFICS3.items()})
+REFERENCE.update({k: ReferenceArch(**f) for k, f in {**_IDEFICS3, **_LFM2_VL}.items()})

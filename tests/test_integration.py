@@ -9,7 +9,7 @@ from mlx_vlm.models.cache import make_prompt_cache
 import restore_mlx.integration as ri
 from restore_mlx.adapters import adapter_for
 from restore_mlx.adapters.contract import visual_slots
-from restore_mlx.adapters.patching import cache_offset, text_model
+from restore_mlx.adapters.patching import cache_offset, has_attention, text_model
 
 STEPS = 4
 PRUNE = dict(
@@ -160,6 +160,13 @@ def _keep_rows(prepared, spans, n, T):
 def test_pruning_at_original_positions_equals_masked_full_model(arch):
     model, sample = BUILDERS[arch]()
     ref_model, _ = BUILDERS[arch]()
+    if not all(map(has_attention, adapter_for(model).layers(model))):
+        pytest.skip(
+            "hybrid model: its convolution layers consume every token of the "
+            "unreduced prompt, so masking keys cannot reproduce pruning; "
+            "test_lfm2_vl.py checks the invariant that holds (patched pruning == "
+            "unpatched layers fed the reduced prompt at the same positions)"
+        )
     ri.apply(model, **PRUNE)
     prepared = ri.prepare_tokens(model, sample)
     assert not mx.any(prepared.reduction.merged).item()

@@ -6,10 +6,10 @@ it. Shared patching helpers live in ``patching``. Tested against mlx-vlm 0.7.10.
 """
 
 from ..errors import UnsupportedArchitecture
-from . import idefics3, llava, qwen
+from . import idefics3, lfm2_vl, llava, qwen
 from .contract import Adapter
 
-FAMILIES = (llava, qwen, idefics3)
+FAMILIES = (llava, qwen, idefics3, lfm2_vl)
 ADAPTERS = {name: family for family in FAMILIES for name in family.NAMES}
 SUPPORTED = tuple(ADAPTERS)
 
