@@ -80,6 +80,12 @@ MUTATIONS = (
         "exponents = mx.arange(0, rotary_dim // 2, dtype=mx.float32) / rotary_dim",
     ),
     Mutation(
+        "hybrid: uniform sizes skip the first attention layer",
+        "restore_mlx/adapters/lfm2_vl.py",
+        "mask = plan.mask(self._restore_layer, mask)",
+        "mask = plan.mask(self._restore_layer + 1, mask)",
+    ),
+    Mutation(
         "M-RoPE sections in reverse order",
         "restore_mlx/adapters/qwen.py",
         "cal.mrope_axes(rotary.mrope_section,",
