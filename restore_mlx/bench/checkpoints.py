@@ -13,7 +13,9 @@ they would a real checkpoint::
 import json
 from pathlib import Path
 
-ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl")
+from . import tiled_checkpoints as tiled
+
+ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl", "smolvlm", "lfm2_vl")
 
 # Knobs a caller may override, per architecture. Kept tiny: CPU tests load these.
 # None: intermediate sizes default to 2x the width, vocab_size to the tokenizer's + 4.
@@ -32,6 +34,9 @@ DEFAULTS = {
     ),
 }  # fmt: skip
 DEFAULTS["qwen2_5_vl"] = dict(DEFAULTS["qwen2_vl"])
+# image_size: a SmolVLM view's side (tiles and global image), an LFM2-VL tile's side.
+DEFAULTS["smolvlm"] = dict(DEFAULTS["llava"], patch_size=4, num_layers=2)
+DEFAULTS["lfm2_vl"] = dict(DEFAULTS["llava"], patch_size=4, num_layers=2)
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -229,16 +234,37 @@ def _hf_weights(arch, config, seed):
     )
     weights = {}
     for name, value in tree_flatten(model_class.Model(model_config).parameters()):
-        if name.endswith("patch_embedding.weight"):  # CLIP conv: MLX OHWI -> OIHW
+        if arch in ("smolvlm", "lfm2_vl"):
+            pass  # tiled.hf_name converts these
+        elif name.endswith("patch_embedding.weight"):  # CLIP conv: MLX OHWI -> OIHW
             value = value.transpose(0, 3, 1, 2)
         elif name.endswith("patch_embed.proj.weight"):  # Qwen conv3d: OTHWI -> OITHW
             value = value.transpose(0, 4, 1, 2, 3)
-        if arch != "llava":
+        if arch in ("smolvlm", "lfm2_vl"):
+            name, value = tiled.hf_name(arch, name, value)
+        elif arch != "llava":
             name = name.replace("vision_tower.", "visual.", 1)
             name = name.replace("language_model.model.", "model.", 1)
             name = name.replace("language_model.lm_head.", "lm_head.", 1)
         weights[name] = value
     return weights
+
+
+# arch -> (special tokens, files(arch, knobs, vocab), chat template)
+_LAYOUTS = {
+    "llava": (_LLAVA_SPECIALS, lambda a, k, v: _llava_files(k, v), _LLAVA_TEMPLATE),
+    "qwen": (_QWEN_SPECIALS, _qwen_files, _QWEN_TEMPLATE),
+    "smolvlm": (
+        tiled.SMOLVLM_SPECIALS,
+        lambda a, k, v: tiled.smolvlm_files(k, v),
+        tiled.SMOLVLM_TEMPLATE,
+    ),
+    "lfm2_vl": (
+        tiled.LFM2_SPECIALS,
+        lambda a, k, v: tiled.lfm2_vl_files(k, v),
+        tiled.LFM2_TEMPLATE,
+    ),
+}
 
 
 def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Path:
@@ -257,17 +283,12 @@ def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Pat
     unknown = set(size_overrides) - set(DEFAULTS[arch])
     if unknown:
         raise ValueError(f"unknown size overrides for {arch}: {sorted(unknown)}")
-    specials = _LLAVA_SPECIALS if arch == "llava" else _QWEN_SPECIALS
+    specials, files, template = _LAYOUTS.get(arch, _LAYOUTS["qwen"])
     vocab = _vocab(specials)
     knobs = _sizes({**DEFAULTS[arch], **size_overrides}, vocab)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    if arch == "llava":
-        config, preproc, proc, names = _llava_files(knobs, vocab)
-        template = _LLAVA_TEMPLATE
-    else:
-        config, preproc, proc, names = _qwen_files(arch, knobs, vocab)
-        template = _QWEN_TEMPLATE
+    config, preproc, proc, names = files(arch, knobs, vocab)
     _dump(path / "config.json", config)
     _dump(path / "preprocessor_config.json", preproc)
     _dump(path / "processor_config.json", proc)
