@@ -87,3 +87,30 @@ def test_hybrid_pruning_equals_unpatched_layers_on_the_reduced_prompt(case):
     ri.apply(model, **{**PRUNE, "positions": False})
     reindexed = patched_logits(model, ri.prepare_tokens(model, sample), DECODE)
     assert not np.array_equal(reindexed[-len(DECODE) :], want[-len(DECODE) :])
+
+
+@pytest.mark.parametrize("name", ["smolvlm-256m", "lfm2-vl-450m"])
+def test_bench_requests_of_the_published_shapes_are_tiled(name):
+    # The published configs at toy widths: the synthetic request is cut into its
+    # views exactly as the adapters read them (3 views, one image).
+    from restore_mlx.bench.configs import get_config
+    from restore_mlx.bench.subject import build_model, synthetic_sample
+
+    config, side, _ = get_config(name)
+    small = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+                 num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    config["text_config"].update(small, block_dim=64, block_ff_dim=96)
+    config["vision_config"].update(hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=1, num_attention_heads=2)  # fmt: skip
+    config["bench_views"] = [(8, 8)] * 3
+    config["vision_config"]["image_size"] = 8 * config["vision_config"]["patch_size"]
+    sample, n = synthetic_sample(config, side)
+    config.pop("bench_views")
+    model = build_model(config)
+    ri.apply(model, method="divprune", keep=0.5)
+    prepared = ri.prepare_tokens(model, sample)
+    assert [s.image for s in prepared.segments] == [0, 0, 0]
+    assert (
+        sum(s.length for s in prepared.segments) == n == prepared.visual_tokens_before
+    )
+    assert prepared.visual_tokens_after == n // 2

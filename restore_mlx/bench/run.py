@@ -83,7 +83,11 @@ def run_unpatched(s: Subject, max_tokens: int, step, reuse=None) -> dict:
         extra = {**extra, **cached_image_kwargs(s.model, reuse.encoded)}
     first, tps, cache = timed_generate(s.model, ids, pixels, extra, max_tokens, step)
     ttft = first if reuse is None else vision_s + first
-    s.kv_shape = [(c.keys.shape, c.keys.dtype) for c in cache]
+    # None for caches without keys (a hybrid model's convolution state)
+    s.kv_shape = [
+        (c.keys.shape, c.keys.dtype) if getattr(c, "keys", None) is not None else None
+        for c in cache
+    ]
     return dict(
         vision_s=vision_s, reduce_s=0.0, setup_s=0.0, prefill_s=ttft - vision_s,
         ttft_s=ttft, decode_tps=tps, peak_memory_gb=mx.get_peak_memory() / 1e9,
@@ -129,7 +133,10 @@ def run_reference_decode(s: Subject, length: int, max_tokens: int) -> float:
     equal context with a reduced prompt of that length."""
     remove(s.model)
     cache = make_prompt_cache(s.model.language_model)
-    for c, (shape, dtype) in zip(cache, s.kv_shape):
+    for c, kv_shape in zip(cache, s.kv_shape):
+        if kv_shape is None:  # a convolution's state: a few tokens, whatever the length
+            continue
+        shape, dtype = kv_shape
         kv = mx.zeros((shape[0], shape[1], length, shape[3]), dtype=dtype)
         c.update_and_fetch(kv, kv)
     mx.eval([c.state for c in cache])
