@@ -22,6 +22,7 @@ import numpy as np
 
 from .adapters import SUPPORTED, adapter_for
 from .adapters.contract import LayoutRequest, visual_slots
+from .adapters.patching import final_norm
 from .adapters.processors import fix_processor
 from .adapters.scores import method_scores, score_names
 from .config import RestoreConfig
@@ -219,7 +220,7 @@ def _check_fits(model, adapter, encoded, n, cfg):
             f"{n} image tokens in the prompt but {encoded.tokens} encoded features "
             "(another image, resolution or model?)"
         )
-    width = adapter.layers(model)[0].input_layernorm.weight.shape[0]
+    width = _norm_weight(model).shape[0]
     if encoded.features.shape[-1] != width:
         raise ValueError(
             f"encoded features are {encoded.features.shape[-1]} wide but this "
@@ -371,7 +372,7 @@ def _calibrated(model, adapter, cfg, lay, red, request, segments) -> Prompt:
     own = np.flatnonzero(reducible[positions]).astype(np.int32)
     visual = np.zeros(lay.input_ids.shape[1], dtype=bool)
     visual[index] = True
-    dtype = adapter.layers(model)[0].input_layernorm.weight.dtype
+    dtype = _norm_weight(model).dtype
     sizes = red.sizes[0][mx.array(own)]
     slots = mx.array(index[own].astype(np.int32))
     freqs = adapter.rope_frequencies(model)
@@ -386,6 +387,12 @@ def _reduce_extra(red, encoded, cfg) -> dict:
         )
         for name, x in encoded.extra.items()
     }
+
+
+def _norm_weight(model) -> mx.array:
+    """The final norm's weight [D]: the language model's width and dtype."""
+    owner, name = final_norm(model)
+    return getattr(owner, name).weight
 
 
 def _unreduced(model, state, adapter, sample, image, vision_s) -> PreparedPrompt:
@@ -413,6 +420,11 @@ class _Capture(nn.Module):
         self.norm = norm
         self._out = out
 
+    @property
+    def weight(self):
+        # idefics3's language model reads its dtype from the final norm's weight.
+        return self.norm.weight
+
     def __call__(self, x):
         y = self.norm(x)
         self._out.append(y[:, -1, :])
@@ -437,8 +449,9 @@ def inspect_prefill(model, prepared: PreparedPrompt) -> PrefillTrace:
     # As in generate_step: explicit positions win over the embedding helper's.
     extra.update({k: kwargs[k] for k in ("position_ids", "rope_deltas") if k in kwargs})
     hidden, trace = [], []
-    norm = lm.model.norm
-    lm.model.norm = _Capture(norm, hidden)
+    owner, name = final_norm(model)
+    norm = getattr(owner, name)
+    setattr(owner, name, _Capture(norm, hidden))
     state.trace = trace
     try:
         out = lm(
@@ -450,7 +463,7 @@ def inspect_prefill(model, prepared: PreparedPrompt) -> PrefillTrace:
         logits = out.logits[:, -1, :]
         mx.eval(logits, hidden, trace)
     finally:
-        lm.model.norm = norm
+        setattr(owner, name, norm)
         state.trace = None
     share = mx.stack(trace).mean(axis=0) if trace else mx.zeros((ids.shape[0],))
     return PrefillTrace(logits=logits, hidden=hidden[0], visual_attention=share)

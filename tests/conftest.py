@@ -172,6 +172,13 @@ BUILDERS = {
 BUILDERS.update(__import__("tiny_qwen3").BUILDERS)  # Qwen3-VL, Qwen3.5
 
 
+# Architectures with their tiny models in their own files.
+from tiny_idefics3 import BUILDERS as _IDEFICS3  # noqa: E402
+from tiny_lfm2_vl import BUILDERS as _LFM2_VL  # noqa: E402
+
+BUILDERS.update({**_IDEFICS3, **_LFM2_VL})
+
+
 @pytest.fixture(params=sorted(BUILDERS))
 def arch(request):
     """Each supported architecture's name, in turn."""

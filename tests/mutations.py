@@ -111,6 +111,12 @@ MUTATIONS = (
         "return slots + (end - num_keys)",
     ),
     Mutation(
+        "hybrid: uniform sizes skip the first attention layer",
+        "restore_mlx/adapters/lfm2_vl.py",
+        "mask = plan.mask(self._restore_layer, mask)",
+        "mask = plan.mask(self._restore_layer + 1, mask)",
+    ),
+    Mutation(
         "M-RoPE axes in reverse order",
         "restore_mlx/adapters/qwen.py",
         "[int(a) for a in selector.tolist()]",

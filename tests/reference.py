@@ -11,10 +11,13 @@ contiguous positions are then exactly RESTORE's original positions, for pruning 
 merging alike (a group sits at its median member, a real and unique index), and decode
 continues at the unreduced positions.
 
-Hybrid models (linear attention beside softmax attention) cannot be laid out at full
-length: a linear-attention layer consumes every token it is given, masked slots
-included. Their reference (``ReferenceArch.reduced``) runs the unpatched layers on the
-reduced prompt itself, at the kept tokens' original positions, with the same bias.
+Hybrid models cannot be laid out at full length everywhere: a linear-attention layer
+or a short convolution consumes every token it is given, masked slots included. Two
+forms: ``ReferenceArch.reduced`` runs the whole reference on the reduced prompt itself,
+at the kept tokens' original positions, with the same bias (Qwen3.5); otherwise layers
+that do not attend (``attends``) run on the reduced rows (gathered, run, scattered
+back) and the attention layers at full length (LFM2). "Layer 0" is the first attention
+layer.
 
 Adding an architecture: one ``ReferenceArch`` entry in ``REFERENCE`` (how to call a
 decoder layer with explicit positions and mask, how to read its RoPE angles).
@@ -38,13 +41,15 @@ class ReferenceArch:
     unreduced prompt followed by ``extra`` decode steps; ``angles(model, positions,
     i)`` -> (cos, sin) [L, K] of the rotation decoder layer ``i`` applies at each
     position, one column per rotary frequency; ``layer(model, layer, h, mask,
-    positions)`` -> one decoder layer without cache; ``window(model, i)`` -> layer
-    ``i``'s sliding window in cache slots, or None; ``inputs(model, embeds)`` -> the
-    first layer's input (what the model's own forward does to the embeddings);
-    ``additions(model, sample, prepared, lay, decode_steps)`` -> {layer index:
-    [1, L, D]} added to the hidden state after that layer (Qwen3-VL's deepstack
-    levels), or None; ``reduced``: the reference runs on the reduced prompt (hybrid
-    models), not laid out at full length.
+    positions)`` -> one decoder layer without cache (``mask`` None for a layer that
+    does not attend); ``window(model, i)`` -> layer ``i``'s sliding window in cache
+    slots, or None; ``inputs(model, embeds)`` -> the first layer's input (what the
+    model's own forward does to the embeddings); ``additions(model, sample, prepared,
+    lay, decode_steps)`` -> {layer index: [1, L, D]} added to the hidden state after
+    that layer (Qwen3-VL's deepstack levels), or None; ``reduced``: the reference runs
+    on the reduced prompt (hybrid models); ``parts(model)`` -> (decoder layers, token
+    embedding, final norm); ``attends(layer)`` whether a layer mixes tokens by softmax
+    attention (False: it runs on the reduced rows).
     """
 
     positions: Callable
@@ -54,6 +59,13 @@ class ReferenceArch:
     inputs: Callable = lambda model, embeds: embeds
     additions: Optional[Callable] = None
     reduced: bool = False
+    parts: Callable = lambda model: _lm_model_parts(model)
+    attends: Callable = lambda layer: True
+
+
+def _lm_model_parts(model):
+    inner = model.language_model.model
+    return inner.layers, inner.embed_tokens, inner.norm
 
 
 def _llava_positions(model, ids, sample, extra):
@@ -191,32 +203,41 @@ def layer_masks(model, lay: Layout, positions, decode_steps, **switches):
     layer's own RoPE angles and its own window."""
     spec = REFERENCE[model.config.model_type]
     masks, calibrated = [], 0
-    for i, layer in enumerate(model.language_model.model.layers):
+    for i, layer in enumerate(spec.parts(model)[0]):
         cos, sin = spec.angles(model, positions, i)
         window = spec.window(model, i)
         pair = reference_masks(lay, cos, sin, decode_steps, window=window, **switches)
         masks.append(pair[0] if calibrated == 0 else pair[1])
-        calibrated += hasattr(layer, "self_attn")
+        calibrated += "self_attn" in layer
     return masks
 
 
-def head(lm, h):
+def head(model, h):
     """The language model's output projection (tied or not)."""
+    lm = model.language_model
     if "lm_head" in lm:
         return lm.lm_head(h)
-    return lm.model.embed_tokens.as_linear(h)
+    return REFERENCE[model.config.model_type].parts(model)[1].as_linear(h)
 
 
-def reference_logits(model, embeds, masks, positions, additions=None):
-    """Unpatched layers one by one, each with its own mask (``layer_masks``);
-    ``additions`` {layer index: [1, L, D]} added after that layer."""
-    lm, spec = model.language_model, REFERENCE[model.config.model_type]
-    h = spec.inputs(model, embeds)
-    for i, (layer, mask) in enumerate(zip(lm.model.layers, masks)):
-        h = spec.layer(model, layer, h, mx.array(mask), positions)
+def reference_logits(model, embeds, masks, positions, rows, additions=None):
+    """Unpatched layers one by one, each with its own mask (``layer_masks``); layers
+    that do not attend run on the reduced sequence ``rows`` (the slots of the reduced
+    prompt and the decoded tokens); ``additions`` {layer index: [1, L, D]} are added
+    after that layer."""
+    spec = REFERENCE[model.config.model_type]
+    layers, _, norm = spec.parts(model)
+    h, rows = spec.inputs(model, embeds), mx.array(np.asarray(rows, dtype=np.int32))
+    for i, (layer, mask) in enumerate(zip(layers, masks)):
+        if spec.attends(layer):
+            h = spec.layer(model, layer, h, mx.array(mask), positions)
+        else:
+            reduced = spec.layer(model, layer, h[:, rows], None, positions)
+            h = mx.array(np.array(h))  # a copy, written at the reduced rows
+            h[:, rows] = reduced
         if additions and i in additions:
             h = h + additions[i]
-    return head(lm, lm.model.norm(h))
+    return head(model, norm(h))
 
 
 def full_length_embeddings(model, prepared, lay: Layout, decode_tokens):
@@ -228,8 +249,8 @@ def full_length_embeddings(model, prepared, lay: Layout, decode_tokens):
     emb = np.array(emb.astype(mx.float32))[0]
     out = np.zeros((lay.length, emb.shape[-1]), dtype=np.float32)
     out[lay.slots] = emb
-    lm = model.language_model
-    tail = np.array(lm.model.embed_tokens(mx.array([decode_tokens])))[0]
+    embed = REFERENCE[model.config.model_type].parts(model)[1]
+    tail = np.array(embed(mx.array([decode_tokens])))[0]
     return mx.array(np.concatenate([out, tail])[None])
 
 
@@ -244,5 +265,12 @@ def reduced_embeddings(model, prepared, decode_tokens):
     kwargs = dict(prepared.generate_kwargs)
     pixels = kwargs.pop("pixel_values")
     emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs).inputs_embeds
-    tail = model.language_model.model.embed_tokens(mx.array([decode_tokens]))
+    tail = REFERENCE[model.config.model_type].parts(model)[1](mx.array([decode_tokens]))
     return mx.concatenate([emb, tail.astype(emb.dtype)], axis=1)
+
+
+# Architectures with their tiny models in their own test files.
+from tiny_idefics3 import REFERENCE as _IDEFICS3  # noqa: E402
+from tiny_lfm2_vl import REFERENCE as _LFM2_VL  # noqa: E402
+
+REFERENCE.update({k: ReferenceArch(**f) for k, f in {**_IDEFICS3, **_LFM2_VL}.items()})

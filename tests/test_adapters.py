@@ -5,7 +5,12 @@ import mlx.nn as nn
 from conftest import tiny_llava
 
 from restore_mlx.adapters import llava
-from restore_mlx.adapters.patching import rope_at, swap_class, unswap_class
+from restore_mlx.adapters.patching import (
+    RopeAttention,
+    rope_at,
+    swap_class,
+    unswap_class,
+)
 from restore_mlx.core import calibration as cal
 from restore_mlx.state import Calibration, Prompt, RestoreState
 
@@ -79,10 +84,10 @@ def test_swap_and_unswap_keep_parameters():
     attn = model.language_model.model.layers[0].self_attn
     before = dict(attn.parameters())
     cls = type(attn)
-    swap_class(attn, llava._Attention, _restore=RestoreState(None), _restore_layer=0)
+    swap_class(attn, RopeAttention, _restore=RestoreState(None), _restore_layer=0)
     assert type(attn) is not cls and isinstance(attn, cls)
     assert dict(attn.parameters()).keys() == before.keys()
-    swap_class(attn, llava._Attention, _restore=RestoreState(None), _restore_layer=0)
+    swap_class(attn, RopeAttention, _restore=RestoreState(None), _restore_layer=0)
     assert type(attn)._restore_base is cls
     unswap_class(attn, "_restore", "_restore_layer")
     assert type(attn) is cls and not hasattr(attn, "_restore")

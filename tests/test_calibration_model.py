@@ -70,7 +70,7 @@ def expected_logits(arch, ref_model, sample, prepared, tokens, **switches):
     additions = None
     if spec.additions is not None:
         additions = spec.additions(ref_model, sample, prepared, lay, len(tokens))
-    logits = reference_logits(ref_model, embeds, masks, positions, additions)
+    logits = reference_logits(ref_model, embeds, masks, positions, rows, additions)
     return np.array(logits[0])[rows]
 
 

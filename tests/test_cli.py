@@ -183,9 +183,9 @@ def test_input_gaps_fail_before_any_work(tmp_path, capsys, monkeypatch, extra, m
 def test_unsupported_architecture(tmp_path, capsys):
     folder = tmp_path / "idefics"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "idefics3"}))
+    (folder / "config.json").write_text(json.dumps({"model_type": "paligemma"}))
     code, _, err = _run(["--model", folder, "--prompt", "hi"], capsys)
-    assert code == 2 and "'idefics3' is not supported" in err
+    assert code == 2 and "'paligemma' is not supported" in err
 
 
 def test_prompt_without_image_runs_unreduced(llava, tmp_path, capsys):

@@ -58,8 +58,10 @@ def test_unsupported_architecture_leaves_nothing(hf, tmp_path):
     other = tmp_path / "idefics"
     shutil.copytree(hf, other)
     config = json.loads((other / "config.json").read_text())
-    (other / "config.json").write_text(json.dumps({**config, "model_type": "idefics3"}))
-    with pytest.raises(InputError, match="'idefics3' is not supported"):
+    (other / "config.json").write_text(
+        json.dumps({**config, "model_type": "paligemma"})
+    )
+    with pytest.raises(InputError, match="'paligemma' is not supported"):
         convert(str(other), str(tmp_path / "m"))
     assert _siblings(tmp_path) == ["idefics"]
 

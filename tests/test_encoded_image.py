@@ -24,7 +24,9 @@ def _no_tower(monkeypatch, model):
     def boom(*args, **kwargs):
         raise AssertionError("the vision tower ran")
 
-    monkeypatch.setattr(type(model.vision_tower), "__call__", boom)
+    # The tower's attribute name differs (idefics3: vision_model).
+    tower = model["vision_tower"] if "vision_tower" in model else model.vision_model
+    monkeypatch.setattr(type(tower), "__call__", boom)
 
 
 def _generate(model, ids, pixels, kwargs, steps=3):
@@ -110,7 +112,7 @@ def test_an_encoding_that_does_not_fit_raises(arch):
     # Fewer image tokens in the prompt than the encoding has.
     ids = sample["input_ids"].tolist()[0]
     shorter = {**sample, "input_ids": mx.array([ids[:-12] + ids[-7:]])}
-    with pytest.raises(ValueError, match=r"in the prompt but \d+ encoded"):
+    with pytest.raises(ValueError, match=f"prompt but {encoded.tokens} encoded"):
         ri.prepare_tokens(model, shorter, encoded=encoded)
     narrow = ri.EncodedImage(encoded.features[..., :32], encoded.grid, None, 0.0)
     with pytest.raises(ValueError, match="another model"):

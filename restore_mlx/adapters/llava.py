@@ -13,7 +13,7 @@ from ..core.types import Segment
 from ..errors import UnsupportedMethod
 from .contract import ImageSpan, ReducedLayout, RopeFrequencies, VisionOutput
 from .patching import (
-    attend,
+    RopeAttention,
     language_layers,
     patch_language_model,
     project_qkv,
@@ -25,20 +25,9 @@ NAMES = ("llava",)
 BATCHABLE = True
 
 
-class _Attention:
-    def __call__(self, x, mask=None, cache=None):
-        plan = self._restore.plan
-        if plan is None:
-            return super().__call__(x, mask, cache)
-        q, k, v, _ = project_qkv(self, x)
-        q, k = plan.apply_rope(self.rope, q), plan.apply_rope(self.rope, k)
-        mask = plan.mask(self._restore_layer, mask)
-        return attend(self, plan, q, k, v, mask, cache)
-
-
 def patch(model, state):
     """Swap the language model's and attention layers' classes; no weight changes."""
-    patch_language_model(model, state, _Attention)
+    patch_language_model(model, state, RopeAttention)
 
 
 unpatch = unpatch_language_model

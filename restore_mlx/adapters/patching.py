@@ -75,22 +75,58 @@ def _plan(state, inputs, length, cache, rows):
     return state.begin(inputs, length, cache_offset(cache))
 
 
+def text_model(model):
+    """The module that holds the decoder layers, the token embeddings and the final
+    norm: ``lm.model`` in most mlx-vlm language models, ``lm`` itself in idefics3."""
+    lm = model.language_model
+    inner = getattr(lm, "model", None)
+    return inner if inner is not None and "layers" in inner else lm
+
+
 def language_layers(model):
-    """The decoder layers of an mlx-vlm model's language model (``lm.model.layers``)."""
-    return model.language_model.model.layers
+    """The decoder layers of an mlx-vlm model's language model."""
+    return text_model(model).layers
+
+
+def final_norm(model) -> tuple:
+    """(owner, attribute name) of the language model's final norm: ``norm`` in most
+    models, ``embedding_norm`` in lfm2 (whose name says where HF keeps it)."""
+    owner = text_model(model)
+    return owner, "norm" if "norm" in owner else "embedding_norm"
+
+
+def has_attention(layer) -> bool:
+    """Whether a decoder layer mixes tokens with softmax attention (``self_attn``);
+    hybrid models (lfm2's short convolutions) have other mixers in other layers."""
+    return "self_attn" in layer
+
+
+def attention_layers(layers) -> list:
+    """The layers with softmax attention, in order."""
+    return [layer for layer in layers if has_attention(layer)]
+
+
+def pre_attention_norm(layer):
+    """The norm a decoder layer applies before its attention: ``input_layernorm``
+    (llama, qwen, idefics3) or ``operator_norm`` (lfm2)."""
+    return layer.input_layernorm if "input_layernorm" in layer else layer.operator_norm
 
 
 def patch_language_model(model, state, attention_mixin, layers=language_layers):
-    """Swap the classes of the language model and of every layer's attention."""
+    """Swap the classes of the language model and of every attention module.
+
+    Attention modules are numbered in order among the attention layers only: the
+    calibration's "layer 0" (uniform sizes) is the first layer that attends.
+    """
     swap_class(model.language_model, RestoreLanguageModel, _restore=state)
-    for i, layer in enumerate(layers(model)):
+    for i, layer in enumerate(attention_layers(layers(model))):
         swap_class(layer.self_attn, attention_mixin, _restore=state, _restore_layer=i)
 
 
 def unpatch_language_model(model, layers=language_layers):
     """Undo ``patch_language_model``."""
     unswap_class(model.language_model, *PATCH_ATTRS)
-    for layer in layers(model):
+    for layer in attention_layers(layers(model)):
         unswap_class(layer.self_attn, *PATCH_ATTRS)
 
 
@@ -142,7 +178,8 @@ def attend_fetched(attn, plan, q, k, v, mask, cache, keys=None) -> mx.array:
     B, _, L, _ = q.shape
     plan.observe(q, k, mask, attn.scale, keys)
     out = scaled_dot_product_attention(q, k, v, cache, scale=attn.scale, mask=mask)
-    return attn.o_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+    project = attn.o_proj if "o_proj" in attn else attn.out_proj  # lfm2: out_proj
+    return project(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
 
 
 def cache_key_order(cache, num_keys: int):
@@ -164,3 +201,18 @@ def cache_key_order(cache, num_keys: int):
     slots = mx.arange(num_keys, dtype=mx.int32)
     ring = end - 1 - ((newest - slots) % (num_keys - keep))
     return mx.where(slots < keep, slots, ring)
+
+
+class RopeAttention:
+    """Mixin for an mlx-vlm attention with a 1-D ``nn.RoPE`` (``rope``) and
+    ``q_proj``/``k_proj``/``v_proj``/``o_proj``: with a plan, RoPE at the plan's
+    positions and the plan's mask; without one, mlx-vlm's own ``__call__``."""
+
+    def __call__(self, x, mask=None, cache=None):
+        plan = self._restore.plan
+        if plan is None:
+            return super().__call__(x, mask, cache)
+        q, k, v, _ = project_qkv(self, x)
+        q, k = plan.apply_rope(self.rope, q), plan.apply_rope(self.rope, k)
+        mask = plan.mask(self._restore_layer, mask)
+        return attend(self, plan, q, k, v, mask, cache)

@@ -8,6 +8,7 @@ first language-model layers on the full, unreduced prompt.
 import mlx.core as mx
 
 from ..errors import UnsupportedMethod
+from .patching import has_attention, pre_attention_norm
 
 # In-LLM reducers (FastV, DART) score with the attention of this LM layer (1-based: the
 # second layer), from a pre-pass over the full prompt through the layers before it.
@@ -41,10 +42,10 @@ def method_scores(model, adapter, sample, need, encoded, slots):
 def score_layer(layers) -> int:
     """Index of the layer whose attention scores: layer ``LLM_SCORE_LAYER`` (1-based),
     or on a hybrid stack the first softmax-attention layer from there on (linear
-    attention has no attention weights to read)."""
+    attention and convolutions have no attention weights to read)."""
     first = min(LLM_SCORE_LAYER, len(layers)) - 1
     for i in range(first, len(layers)):
-        if hasattr(layers[i], "self_attn"):
+        if has_attention(layers[i]):
             return i
     raise UnsupportedMethod(
         "in-LLM scores (fastv, dart) need a softmax-attention layer at or after layer "
@@ -73,7 +74,7 @@ def llm_scores(model, adapter, sample, features, slots):
         h = adapter.run_layer(model, layer, h, positions)
     layer = layers[k]
     q, keys, raw = adapter.queries_keys(
-        model, layer, layer.input_layernorm(h), positions
+        model, layer, pre_attention_norm(layer)(h), positions
     )
     H = q.shape[1]
     keys = mx.repeat(keys, H // keys.shape[1], axis=1)

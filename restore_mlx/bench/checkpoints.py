@@ -14,8 +14,12 @@ import json
 from pathlib import Path
 
 from . import gemma3_checkpoint
+from . import tiled_checkpoints as tiled
 
-ARCHS = ("llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "gemma3")
+ARCHS = (
+    "llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "gemma3", "smolvlm",
+    "lfm2_vl",
+)  # fmt: skip
 
 # Knobs a caller may override, per architecture. Kept tiny: CPU tests load these.
 # None: intermediate sizes default to 2x the width, vocab_size to the tokenizer's + 4.
@@ -43,6 +47,9 @@ DEFAULTS["qwen3_vl"] = dict(
 )  # fmt: skip
 DEFAULTS["qwen3_5"] = dict(DEFAULTS["qwen3_vl"], num_layers=4, rope_theta=10000000.0)
 DEFAULTS["gemma3"] = dict(gemma3_checkpoint.DEFAULTS)
+# image_size: a SmolVLM view's side (tiles and global image), an LFM2-VL tile's side.
+DEFAULTS["smolvlm"] = dict(DEFAULTS["llava"], patch_size=4, num_layers=2)
+DEFAULTS["lfm2_vl"] = dict(DEFAULTS["llava"], patch_size=4, num_layers=2)
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -307,7 +314,9 @@ def _hf_weights(arch, config, seed):
     )
     weights = {}
     for name, value in tree_flatten(model_class.Model(model_config).parameters()):
-        if name.endswith("patch_embedding.weight"):  # CLIP conv: MLX OHWI -> OIHW
+        if arch in ("smolvlm", "lfm2_vl"):
+            pass  # tiled.hf_name converts these
+        elif name.endswith("patch_embedding.weight"):  # CLIP conv: MLX OHWI -> OIHW
             value = value.transpose(0, 3, 1, 2)
         elif name.endswith("patch_embed.proj.weight"):  # Qwen conv3d: OTHWI -> OITHW
             value = value.transpose(0, 4, 1, 2, 3)
@@ -321,12 +330,38 @@ def _hf_weights(arch, config, seed):
             name = name.replace("vision_tower.", "model.visual.", 1)
             name = name.replace("language_model.model.", "model.language_model.", 1)
             name = name.replace("language_model.lm_head.", "lm_head.", 1)
+        elif arch in ("smolvlm", "lfm2_vl"):
+            name, value = tiled.hf_name(arch, name, value)
         elif arch != "llava":
             name = name.replace("vision_tower.", "visual.", 1)
             name = name.replace("language_model.model.", "model.", 1)
             name = name.replace("language_model.lm_head.", "lm_head.", 1)
         weights[name] = value
     return weights
+
+
+# arch -> (special tokens, files(arch, knobs, vocab), chat template)
+_LAYOUTS = {
+    "llava": (_LLAVA_SPECIALS, lambda a, k, v: _llava_files(k, v), _LLAVA_TEMPLATE),
+    "qwen": (_QWEN_SPECIALS, _qwen_files, _QWEN_TEMPLATE),
+    "smolvlm": (
+        tiled.SMOLVLM_SPECIALS,
+        lambda a, k, v: tiled.smolvlm_files(k, v),
+        tiled.SMOLVLM_TEMPLATE,
+    ),
+    "lfm2_vl": (
+        tiled.LFM2_SPECIALS,
+        lambda a, k, v: tiled.lfm2_vl_files(k, v),
+        tiled.LFM2_TEMPLATE,
+    ),
+    "qwen3_vl": (_QWEN_SPECIALS, _qwen3_files, _QWEN_TEMPLATE),
+    "qwen3_5": (_QWEN_SPECIALS, _qwen3_files, _QWEN_TEMPLATE),
+    "gemma3": (
+        gemma3_checkpoint.SPECIALS,
+        lambda a, k, v: gemma3_checkpoint.gemma3_files(k, v),
+        gemma3_checkpoint.TEMPLATE,
+    ),
+}
 
 
 def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Path:
@@ -345,24 +380,12 @@ def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Pat
     unknown = set(size_overrides) - set(DEFAULTS[arch])
     if unknown:
         raise ValueError(f"unknown size overrides for {arch}: {sorted(unknown)}")
-    specials = {"llava": _LLAVA_SPECIALS, "gemma3": gemma3_checkpoint.SPECIALS}
-    specials = specials.get(arch, _QWEN_SPECIALS)
+    specials, files, template = _LAYOUTS.get(arch, _LAYOUTS["qwen"])
     vocab = _vocab(specials)
     knobs = _sizes({**DEFAULTS[arch], **size_overrides}, vocab)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    if arch == "llava":
-        config, preproc, proc, names = _llava_files(knobs, vocab)
-        template = _LLAVA_TEMPLATE
-    elif arch in ("qwen3_vl", "qwen3_5"):
-        config, preproc, proc, names = _qwen3_files(arch, knobs, vocab)
-        template = _QWEN_TEMPLATE
-    elif arch == "gemma3":
-        config, preproc, proc, names = gemma3_checkpoint.gemma3_files(knobs, vocab)
-        template = gemma3_checkpoint.TEMPLATE
-    else:
-        config, preproc, proc, names = _qwen_files(arch, knobs, vocab)
-        template = _QWEN_TEMPLATE
+    config, preproc, proc, names = files(arch, knobs, vocab)
     _dump(path / "config.json", config)
     _dump(path / "preprocessor_config.json", preproc)
     _dump(path / "processor_config.json", proc)

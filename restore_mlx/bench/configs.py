@@ -24,8 +24,17 @@ visual-token count that checkpoint produces for one image at that resolution.
   RoPE base 1e4) to 1 global (base 1e6, linear RoPE scaling 8)). 17 GB of fp32
   weights; ``gemma3-4b-6l`` keeps every published width with 6 LM layers (one 5:1
   period) and 4 vision layers, for machines that cannot hold or run the full depth.
+- ``smolvlm-256m``: HuggingFaceTB/SmolVLM-256M-Instruct (idefics3: SigLIP-B/16 at
+  512 px, pixel shuffle 4, SmolLM2-135M LM). One image as 1 x 2 tiles + the global
+  image: 3 views of 512 px, 64 tokens each, 192 visual tokens in three runs.
+- ``lfm2-vl-450m``: LiquidAI/LFM2-VL-450M (SigLIP2 NaFlex base/16, pixel unshuffle 2,
+  LFM2-350M hybrid LM: attention in 6 of 16 layers). One image as 1 x 2 tiles of
+  512 px + a 512 px thumbnail: 3 views of 256 tokens, 768 visual tokens.
 - ``tiny-llava`` / ``tiny-qwen2-vl`` / ``tiny-gemma3``: toy sizes for the smoke test,
   not real shapes.
+
+Tiled configs carry ``bench_views``: the (h, w) patch grid of every view the synthetic
+request holds (not a model setting; removed before the model is built).
 """
 
 import copy
@@ -152,6 +161,75 @@ TINY_GEMMA3.update(
     boi_token_index=1000, eoi_token_index=1001, image_token_index=1002,
     mm_tokens_per_image=16,
 )  # fmt: skip
+SMOLVLM_256M = {
+    "model_type": "idefics3",
+    "image_token_id": 49190,
+    "scale_factor": 4,
+    "vocab_size": 49280,
+    "text_config": {
+        "model_type": "llama",
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "num_hidden_layers": 30,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 100000.0,
+        "max_position_embeddings": 8192,
+        "vocab_size": 49280,
+    },
+    "vision_config": {
+        "model_type": "idefics3_vision",
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 512,
+        "patch_size": 16,
+    },
+    "bench_views": [(32, 32)] * 3,
+}
+
+_LFM2_350M_LAYERS = [
+    "full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16)
+]
+LFM2_VL_450M = {
+    "model_type": "lfm2-vl",
+    "image_token_index": 396,
+    "downsample_factor": 2,
+    "projector_hidden_size": 2560,
+    "projector_bias": True,
+    "projector_use_layernorm": True,
+    "vision_feature_layer": -1,
+    "text_config": {
+        "model_type": "lfm2",
+        "hidden_size": 1024,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "vocab_size": 65536,
+        "block_dim": 1024,
+        "block_ff_dim": 6656,
+        "block_multiple_of": 256,
+        "block_auto_adjust_ff_dim": True,
+        "block_ffn_dim_multiplier": 1.0,
+        "conv_L_cache": 3,
+        "norm_eps": 1e-5,
+        "rope_theta": 1000000.0,
+        "layer_types": _LFM2_350M_LAYERS,
+        "tie_word_embeddings": True,
+    },
+    "vision_config": {
+        "model_type": "siglip2_vision_model",
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "num_patches": 256,
+        "patch_size": 16,
+    },
+    "bench_views": [(32, 32)] * 3,
+}
 
 TINY_LLAVA = {
     "model_type": "llava",
@@ -267,6 +345,16 @@ BUILTIN = {
     ),
     "qwen3-vl-2b": (QWEN3_VL_2B, 448, "Qwen3-VL-2B-Instruct shape, 448 px"),
     "qwen3.5-0.8b": (QWEN3_5_08B, 448, "Qwen3.5-0.8B shape (hybrid LM), 448 px"),
+    "smolvlm-256m": (
+        SMOLVLM_256M,
+        512,
+        "SmolVLM-256M shape (SigLIP-B/16 + SmolLM2-135M), 1 x 2 tiles + global image",
+    ),
+    "lfm2-vl-450m": (
+        LFM2_VL_450M,
+        512,
+        "LFM2-VL-450M shape (SigLIP2-B/16 + LFM2-350M), 1 x 2 tiles + thumbnail",
+    ),
     "tiny-llava": (TINY_LLAVA, 64, "toy llava (smoke test only)"),
     "tiny-gemma3": (TINY_GEMMA3, 64, "toy gemma3 (smoke test only)"),
     "tiny-qwen2-vl": (TINY_QWEN2_VL, 112, "toy qwen2_vl (smoke test only)"),

@@ -14,7 +14,7 @@ import time
 import mlx.core as mx
 
 from ..adapters import adapter_for
-from ..adapters.patching import rope_at
+from ..adapters.patching import attention_layers, rope_at
 from ..core.api import reduce
 from ..integration import apply, prepare_tokens, remove
 from .timing import timed_generate
@@ -41,7 +41,7 @@ def _prefill(model, prep):
 def _layer_ops(model, prep, repeats):
     """One attention layer's SDPA (additive mask vs causal) and RoPE (per-token vs
     offset) on the reduced prompt's shapes, in the model dtype."""
-    attn = model.language_model.model.layers[0].self_attn
+    attn = attention_layers(adapter_for(model).layers(model))[0].self_attn
     L = prep.input_ids.shape[1]
     hd = attn.q_proj.weight.shape[0] // attn.n_heads
     dtype = attn.q_proj.weight.dtype
@@ -100,6 +100,6 @@ def profile(s, method="divprune", keep=0.25, repeats=3) -> dict:
             stages[f"{name}_{variant}_s"] = v
     out.update(stages)
     out.update(_layer_ops(model, prep, repeats))
-    out["layers"] = len(model.language_model.model.layers)
+    out["layers"] = len(adapter_for(model).layers(model))
     remove(model)
     return out

@@ -83,7 +83,7 @@ def run_unpatched(s: Subject, max_tokens: int, step, reuse=None) -> dict:
         extra = {**extra, **cached_image_kwargs(s.model, reuse.encoded)}
     first, tps, cache = timed_generate(s.model, ids, pixels, extra, max_tokens, step)
     ttft = first if reuse is None else vision_s + first
-    # None for linear-attention state caches (hybrid models): no per-token keys.
+    # None for caches without keys (linear-attention or convolution state of hybrids)
     s.kv_shape = [
         (c.keys.shape, c.keys.dtype) if getattr(c, "keys", None) is not None else None
         for c in cache
@@ -134,7 +134,7 @@ def run_reference_decode(s: Subject, length: int, max_tokens: int) -> float:
     remove(s.model)
     cache = make_prompt_cache(s.model.language_model)
     for c, kv_shape in zip(cache, s.kv_shape):
-        if kv_shape is None:  # a fixed-size linear-attention state: left empty
+        if kv_shape is None:  # linear-attention / convolution state: fixed size
             continue
         shape, dtype = kv_shape
         kv = mx.zeros((shape[0], shape[1], length, shape[3]), dtype=dtype)

@@ -96,6 +96,8 @@ def synthetic_sample(config: dict, side: int, seed: int = 0):
         pixels = rng.standard_normal((1, 3, side, side)).astype(np.float32)
         length = len(before) + len(image) + len(after)
         extra = {"mask": mx.ones((1, length), dtype=mx.int32)}  # the merge needs one
+    elif "bench_views" in config:
+        image, n, pixels, extra = _tiled_request(config, rng, vocab)
     else:
         vc = config["vision_config"]
         n = (side // vc["patch_size"]) ** 2
@@ -104,6 +106,41 @@ def synthetic_sample(config: dict, side: int, seed: int = 0):
         extra = {}
     ids = mx.array([before + image + after])
     return dict(input_ids=ids, pixel_values=mx.array(pixels), **extra), n
+
+
+def _tiled_request(config: dict, rng, vocab: int):
+    """(image ids, visual tokens, pixel_values, extras) of one image cut into the
+    views ``config["bench_views"]`` (tiles, then the global view): each view a run of
+    image tokens after a marker token, as the SmolVLM / LFM2-VL processors lay them
+    out (the marker ids are arbitrary: adapters read them from the prompt)."""
+    views, vc = config["bench_views"], config["vision_config"]
+    p = vc["patch_size"]
+    lfm2 = config["model_type"].startswith("lfm2")
+    f = config["downsample_factor"] if lfm2 else config["scale_factor"]
+    token = config.get("image_token_index") or config["image_token_id"]
+    markers = [
+        vocab - 2 - i for i in range(len(views))
+    ]  # the last marks the global view
+    image = []
+    for marker, (h, w) in zip(markers[::-1], views):
+        image += [marker] + [token] * (-(-h // f) * -(-w // f))
+    n = sum(-(-h // f) * -(-w // f) for h, w in views)
+    image += [vocab - 1]  # image end
+    if not lfm2:  # [1, V, 3, H, W] images
+        h, w = views[0]
+        pixels = rng.standard_normal((1, len(views), 3, h * p, w * p))
+        return image, n, pixels.astype(np.float32), {}
+    most = max(h * w for h, w in views)  # packed patch rows, padded to the longest
+    pixels = np.zeros((len(views), most, 3 * p * p), np.float32)
+    mask = np.zeros((len(views), most), np.int32)
+    for i, (h, w) in enumerate(views):
+        pixels[i, : h * w] = rng.standard_normal((h * w, 3 * p * p))
+        mask[i, : h * w] = 1
+    extra = {
+        "pixel_attention_mask": mx.array(mask),
+        "spatial_shapes": mx.array(np.array(views, dtype=np.int32)),
+    }
+    return image, n, pixels, extra
 
 
 def _load_real(spec: str) -> Subject:
@@ -144,6 +181,7 @@ def load_subject(spec: str, image_size: Optional[int] = None) -> Subject:
     if image_size and image_size != side:
         side, about = image_size, f"{about.split(',')[0]}, {image_size} px"
     sample, n = synthetic_sample(config, side)
+    config.pop("bench_views", None)
     if config["model_type"] == "llava":
         config["vision_config"]["image_size"] = side
     return Subject(spec, f"{about} ({n} visual tokens)", build_model(config), sample, n)
