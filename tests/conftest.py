@@ -169,6 +169,11 @@ BUILDERS = {
 }
 
 
+from tiny_onevision import BUILDERS as _TILED  # noqa: E402 (needs the helpers above)
+
+BUILDERS.update(_TILED)
+
+
 @pytest.fixture(params=sorted(BUILDERS))
 def arch(request):
     """Each supported architecture's name, in turn."""

@@ -122,9 +122,11 @@ def layout_of(prepared, spans, length) -> Layout:
     image = np.concatenate([np.arange(s.start, s.start + s.length) for s in spans])
     kept = image[np.array(red.positions[0])]
     slots = np.sort(np.concatenate([np.setdiff1d(np.arange(length), image), kept]))
-    visual = np.isin(slots, kept)
     sizes = np.ones(slots.shape[0])
-    sizes[visual] = np.array(red.sizes[0])
+    sizes[np.isin(slots, kept)] = np.array(red.sizes[0])
+    # Fixed visual tokens (row separators, never reduced) count as text.
+    fixed = [i for s in prepared.segments if not s.reducible for i in s.indices()]
+    visual = np.isin(slots, kept) & ~np.isin(slots, image[fixed])
     return Layout(slots, visual, sizes, length)
 
 
@@ -189,3 +191,8 @@ def full_length_embeddings(model, prepared, lay: Layout, decode_tokens):
     lm = model.language_model
     tail = np.array(lm.model.embed_tokens(mx.array([decode_tokens])))[0]
     return mx.array(np.concatenate([out, tail])[None])
+
+
+from tiny_onevision import REFERENCES as _TILED  # noqa: E402 (their own file)
+
+REFERENCE.update({name: ReferenceArch(*spec) for name, spec in _TILED.items()})

@@ -79,10 +79,14 @@ def test_swap_and_unswap_keep_parameters():
     attn = model.language_model.model.layers[0].self_attn
     before = dict(attn.parameters())
     cls = type(attn)
-    swap_class(attn, llava._Attention, _restore=RestoreState(None), _restore_layer=0)
+    swap_class(
+        attn, llava.PositionedAttention, _restore=RestoreState(None), _restore_layer=0
+    )
     assert type(attn) is not cls and isinstance(attn, cls)
     assert dict(attn.parameters()).keys() == before.keys()
-    swap_class(attn, llava._Attention, _restore=RestoreState(None), _restore_layer=0)
+    swap_class(
+        attn, llava.PositionedAttention, _restore=RestoreState(None), _restore_layer=0
+    )
     assert type(attn)._restore_base is cls
     unswap_class(attn, "_restore", "_restore_layer")
     assert type(attn) is cls and not hasattr(attn, "_restore")

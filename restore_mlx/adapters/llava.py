@@ -9,8 +9,8 @@ the plan's additive mask. With no plan it calls mlx-vlm's own ``__call__``.
 import mlx.core as mx
 
 from ..core import calibration as cal
-from ..errors import UnsupportedMethod
 from ..core.types import Segment
+from ..errors import UnsupportedMethod
 from .contract import ImageSpan, ReducedLayout, RopeFrequencies, VisionOutput
 from .patching import (
     attend,
@@ -23,7 +23,9 @@ from .patching import (
 NAMES = ("llava",)
 
 
-class _Attention:
+class PositionedAttention:
+    """Attention mixin: RoPE at the plan's per-token positions, the plan's mask."""
+
     def __call__(self, x, mask=None, cache=None):
         plan = self._restore.plan
         if plan is None:
@@ -36,7 +38,7 @@ class _Attention:
 
 def patch(model, state):
     """Swap the language model's and attention layers' classes; no weight changes."""
-    patch_language_model(model, state, _Attention)
+    patch_language_model(model, state, PositionedAttention)
 
 
 unpatch = unpatch_language_model
@@ -126,12 +128,15 @@ def full_positions(model, input_ids, sample):
 
 def layout(model, request) -> ReducedLayout:
     """The reduced prompt: ids, prompt positions, decode shift, generate kwargs."""
+    return positioned_layout(request, cached_image_features(request.features))
+
+
+def positioned_layout(request, cached) -> ReducedLayout:
+    """The reduced prompt of a 1-D RoPE model whose merge takes the reduced features
+    as ``cached``: kept columns as ids, at their original positions (or re-indexed)."""
     sample, cols = request.sample, request.columns
     ids = sample["input_ids"][:, cols]
-    kwargs = {
-        "pixel_values": sample["pixel_values"],
-        "cached_image_features": cached_image_features(request.features),
-    }
+    kwargs = {"pixel_values": sample["pixel_values"], "cached_image_features": cached}
     if not request.original_positions:
         positions = mx.arange(ids.shape[1], dtype=mx.int32)
         return ReducedLayout(ids, positions, kwargs)

@@ -13,8 +13,8 @@ import sys
 import mlx.core as mx
 
 from ..core import calibration as cal
-from ..errors import UnsupportedMethod
 from ..core.types import Segment
+from ..errors import UnsupportedMethod
 from .contract import ReducedLayout, RopeFrequencies, VisionOutput
 from .llava import token_runs
 from .patching import (
