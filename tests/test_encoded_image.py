@@ -24,7 +24,8 @@ def _no_tower(monkeypatch, model):
     def boom(*args, **kwargs):
         raise AssertionError("the vision tower ran")
 
-    monkeypatch.setattr(type(model.vision_tower), "__call__", boom)
+    tower = model.vision_tower if "vision_tower" in model else model.vision_model
+    monkeypatch.setattr(type(tower), "__call__", boom)
 
 
 def _generate(model, ids, pixels, kwargs, steps=3):

@@ -62,3 +62,19 @@ def test_onevision_newlines_are_never_reduced(method, budget):
     for p in fixed:
         at = int(np.flatnonzero(columns == start + p)[0])
         assert size_bias[at].item() == 0.0  # log 1: sized as text
+
+
+def test_internvl_has_one_segment_per_tile():
+    model, sample = BUILDERS["internvl_chat"]()
+    out = adapter_for(model).encode(model, sample["pixel_values"], sample)
+    assert [(s.offset, s.length, s.grid) for s in out.segments] == [
+        (0, 16, (4, 4)), (16, 16, (4, 4)), (32, 16, (4, 4))
+    ]  # fmt: skip
+    # Budgets split over the tiles in proportion; nothing merges across tiles.
+    ri.apply(model, method="pool", keep=0.25)
+    red = ri.prepare_tokens(model, sample).reduction
+    labels = np.array(red.assignment[0]).reshape(3, 16)
+    assert red.num_tokens == 12
+    assert [sorted(set(row.tolist())) for row in labels] == [
+        list(range(4 * t, 4 * t + 4)) for t in range(3)
+    ]

@@ -6,10 +6,10 @@ it. Shared patching helpers live in ``patching``. Tested against mlx-vlm 0.7.10.
 """
 
 from ..errors import UnsupportedArchitecture
-from . import llava, llava_onevision, qwen
+from . import internvl, llava, llava_onevision, qwen
 from .contract import Adapter
 
-FAMILIES = (llava, qwen, llava_onevision)
+FAMILIES = (llava, qwen, llava_onevision, internvl)
 ADAPTERS = {name: family for family in FAMILIES for name in family.NAMES}
 SUPPORTED = tuple(ADAPTERS)
 
