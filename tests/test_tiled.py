@@ -78,3 +78,49 @@ def test_internvl_has_one_segment_per_tile():
     assert [sorted(set(row.tolist())) for row in labels] == [
         list(range(4 * t, 4 * t + 4)) for t in range(3)
     ]
+
+
+def _picture(width, height):
+    from PIL import Image
+
+    return Image.new("RGB", (width, height), (128, 128, 128))
+
+
+def test_internvl_tiles_map_back_onto_their_regions_of_the_picture():
+    from restore_mlx.adapters import internvl
+    from restore_mlx.overlay import KEPT_COLOR, render_tiled
+
+    model, sample = BUILDERS["internvl_chat"]()
+    out = internvl.encode(model, sample["pixel_values"], sample)
+    # A 2:1 picture is cut into 2 x 1 tiles (+ the thumbnail, not drawn).
+    placed = internvl.overlay_boxes(model, None, (128, 64), out.segments)
+    assert [box for _, box in placed] == [(0, 0, 0.5, 1), (0.5, 0, 1, 1)]
+    assert [s.offset for s, _ in placed] == [0, 16]
+    kept = (np.arange(16), [False] * 16, (4, 4), placed[0][1])  # every patch kept
+    one_group = (np.zeros(16, int), [True], (4, 4), placed[1][1])  # all merged
+    picture = render_tiled(_picture(128, 64), [kept, one_group])
+    pixels = np.asarray(picture)
+    green = np.all(pixels == KEPT_COLOR, axis=-1)
+    assert picture.height > 64  # the legend below the 128 x 64 picture
+    assert green[:64, :64].sum() > 0 and green[:64, 64:128].sum() == 0
+    assert np.all(pixels[20, 70:120] != 128)  # the merged tile is tinted
+    with pytest.raises(ValueError, match="3 tiles in the prompt"):
+        internvl.tile_arrangement((128, 64), 3)
+
+
+def test_onevision_overlay_draws_the_tile_grid_over_the_whole_picture(tmp_path):
+    from restore_mlx.generate import _save_overlays
+
+    model, sample = BUILDERS["llava_onevision"]()
+    ri.apply(model, method="divprune", keep=0.25)
+    prepared = ri.prepare_tokens(model, sample)
+    _save_overlays(tmp_path / "o.png", [_picture(60, 40)], None, prepared, model)
+    from PIL import Image
+
+    drawn = Image.open(tmp_path / "o.png")
+    # 6 x 8 tile cells of at least 16 px over the 60 x 40 picture: scaled by 3
+    # (the 4 x 4 base grid would have needed only 2).
+    assert drawn.height > 120 and drawn.width >= 180
+    green = np.all(np.asarray(drawn)[:120, :180] == (0, 255, 0), axis=-1)
+    rows, cols = np.flatnonzero(green.any(axis=1)), np.flatnonzero(green.any(axis=0))
+    assert rows.max() >= 100 and cols.max() >= 160  # marks reach across it all

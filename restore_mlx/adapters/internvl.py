@@ -158,3 +158,44 @@ def queries_keys(model, layer, x, positions):
     attn = layer.self_attn
     q, k, _, raw = project(attn, x)
     return attn.rotary_emb(q), attn.rotary_emb(k), raw
+
+
+def overlay_boxes(model, processor, picture_size, segments) -> list:
+    """[(segment, box)] for one image's overlay: every tile over the region of the
+    picture it was cut from (the arrangement mlx-vlm's processor picks for this
+    picture's aspect ratio); the thumbnail only when the image is one tile."""
+    tiles = [s for s in segments if s.reducible]
+    if len(tiles) == 1:
+        return [(tiles[0], (0.0, 0.0, 1.0, 1.0))]
+    ip = getattr(processor, "image_processor", None)
+    thumbnail = getattr(ip, "dynamic_use_thumbnail", True)
+    cut = tiles[:-1] if thumbnail else tiles
+    cols, rows = tile_arrangement(picture_size, len(cut), ip)
+    return [
+        (t, (c / cols, r / rows, (c + 1) / cols, (r + 1) / rows))
+        for t, (r, c) in zip(cut, ((i // cols, i % cols) for i in range(len(cut))))
+    ]
+
+
+def tile_arrangement(picture_size, count: int, image_processor=None) -> tuple:
+    """(cols, rows) of the ``count`` tiles mlx-vlm's InternVL processor cuts a picture
+    of ``picture_size`` (width, height) into, as its ``dynamic_preprocess`` picks."""
+    from mlx_vlm.models.internvl_chat.processor import find_closest_aspect_ratio
+
+    ip = image_processor
+    low = getattr(ip, "dynamic_min_num", 1)
+    high = getattr(ip, "dynamic_max_num", 12)
+    size = getattr(ip, "size", None) or 448  # the tile side
+    ratios = sorted(
+        {(i, j) for n in range(low, high + 1) for i in range(1, n + 1)
+         for j in range(1, n + 1) if low <= i * j <= high},
+        key=lambda r: r[0] * r[1],
+    )  # fmt: skip
+    width, height = picture_size
+    cols, rows = find_closest_aspect_ratio(width / height, ratios, width, height, size)
+    if cols * rows != count:
+        raise ValueError(
+            f"{count} tiles in the prompt, but the processor would cut a "
+            f"{width}x{height} picture into {cols}x{rows}"
+        )
+    return cols, rows

@@ -147,3 +147,11 @@ def image_segments(model, size, count, offset, image) -> list:
 def _module(model):
     # mlx-vlm's own AnyRes helpers, from the module that defines the model class.
     return sys.modules[type(model).__module__]
+
+
+def overlay_boxes(model, processor, picture_size, segments) -> list:
+    """[(segment, box)] for one image's overlay: the tile grid, which covers the
+    whole picture once unpadded; the base grid when the image has no tiles."""
+    grids = [s for s in segments if s.reducible]
+    tiles = [s for s in grids if s.row_stride] or grids[1:]
+    return [((tiles or grids)[0], (0.0, 0.0, 1.0, 1.0))]
