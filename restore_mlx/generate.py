@@ -15,6 +15,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
+from .adapters import adapter_for
 from .adapters.processors import load
 from .convert import check_supported, read_model_config
 from .errors import (
@@ -22,6 +25,7 @@ from .errors import (
     check_images,
     check_output,
     fail,
+    write_atomic,
     write_json_atomic,
 )
 from .generate_args import (
@@ -33,7 +37,7 @@ from .generate_args import (
 from .generation import generate, stream_generate  # noqa: F401 (library API)
 from .integration import apply
 from .measure import format_stats, measured_generate
-from .overlay import model_view, save_overlay, token_grid
+from .overlay import WHOLE, model_view, render_tiled, token_grid
 
 
 def _format_prompt(processor, model, prompt, system, num_images):
@@ -87,23 +91,39 @@ def overlay_paths(path, count: int) -> list:
     return [p.with_name(f"{p.stem}-{i + 1}{p.suffix}") for i in range(count)]
 
 
-def _save_overlays(path, pictures, processor, prepared) -> None:
-    """One overlay per image, each showing that image's tokens and groups."""
+def _save_overlays(path, pictures, processor, prepared, model=None) -> None:
+    """One overlay per image, each showing that image's tokens and groups; a tiled
+    image shows every tile over the region of the picture it covers."""
     if prepared is None or prepared.reduction is None:
         print("Nothing was reduced: no overlay written.", file=sys.stderr)
         return
     r = prepared.reduction
-    labels, merged = r.assignment[0].tolist(), r.merged[0].tolist()
+    labels, merged = np.array(r.assignment[0]), r.merged[0].tolist()
     view_of = getattr(processor, "image_processor", None)
     for i, out in enumerate(overlay_paths(path, len(pictures))):
-        segment = [s for s in prepared.segments if s.image == i and s.reducible][0]
-        mine = labels[segment.offset : segment.offset + segment.length]
-        first = min(mine)
-        grid = segment.grid or token_grid(segment.length)
-        local = [g - first for g in mine]
-        flags = merged[first : max(mine) + 1]
+        mine = [s for s in prepared.segments if s.image == i]
         view = model_view(pictures[i], view_of)
-        save_overlay(out, view, local, flags, grid)
+        parts = []
+        for segment, box in _placed(model, processor, view, mine):
+            local = labels[segment.indices()]
+            first = int(local.min())
+            grid = segment.grid or token_grid(segment.length)
+            flags = merged[first : int(local.max()) + 1]
+            parts.append((local - first, flags, grid, box))
+        write_atomic(
+            Path(out),
+            lambda f: render_tiled(view, parts).save(f, format="PNG"),
+            binary=True,
+        )
+
+
+def _placed(model, processor, picture, segments) -> list:
+    """[(segment, box)] to draw for one image: the adapter's placement of its tiles
+    where it has one, else its first reducible segment over the whole picture."""
+    place = getattr(adapter_for(model), "overlay_boxes", None) if model else None
+    if place is not None:
+        return place(model, processor, picture.size, segments)
+    return [([s for s in segments if s.reducible][0], WHOLE)]
 
 
 def _show_request(images, prompt) -> None:
@@ -140,7 +160,7 @@ def _main(args) -> None:
     stats.preset = preset if prepared is not None else None
     print(format_stats(stats, _label(config, preset)))
     if args.overlay:
-        _save_overlays(args.overlay, pictures, processor, prepared)
+        _save_overlays(args.overlay, pictures, processor, prepared, model)
     if args.stats_json:
         write_json_atomic(args.stats_json, asdict(stats))
 

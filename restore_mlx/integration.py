@@ -95,13 +95,12 @@ class PreparedPrompt:
         kept = self.reduction.positions[0].tolist() if self.reduction else None
         out = []
         for i in images:
-            ranges = [(s.offset, s.offset + s.length) for s in self.segments
-                      if s.image == i]  # fmt: skip
-            before = sum(b - a for a, b in ranges)
-            after = before if kept is None else sum(
-                any(a <= p < b for a, b in ranges) for p in kept
-            )  # fmt: skip
-            out.append((before, after))
+            mine = set()
+            for s in self.segments:
+                if s.image == i:
+                    mine.update(s.indices().tolist())
+            after = len(mine) if kept is None else sum(p in mine for p in kept)
+            out.append((len(mine), after))
         return out
 
 
@@ -368,7 +367,7 @@ def _calibrated(model, adapter, cfg, lay, red, request, segments) -> Prompt:
     index = np.searchsorted(np.array(request.columns), kept)  # both ascending
     reducible = np.ones(len(np.array(visual_slots(request.spans))), dtype=bool)
     for s in segments:
-        reducible[s.offset : s.offset + s.length] = s.reducible
+        reducible[s.indices()] = s.reducible
     own = np.flatnonzero(reducible[positions]).astype(np.int32)
     visual = np.zeros(lay.input_ids.shape[1], dtype=bool)
     visual[index] = True

@@ -52,6 +52,44 @@ def render_overlay(image, assignment, merged, grid, min_cell_px: int = 16):
     return add_legend(picture, kept, len(groups), group_colors(merged.size)[groups])
 
 
+WHOLE = (0.0, 0.0, 1.0, 1.0)
+
+
+def render_tiled(image, parts, min_cell_px: int = 16):
+    """The overlay of an image reduced in several parts (tiles), each drawn over the
+    region of the picture it covers, with one legend for all: a new RGB image.
+
+    ``parts``: [(assignment [n], merged [m], grid (rows, cols), box)] where ``box`` is
+    the (left, top, right, bottom) fractions of the picture the part's grid covers, and
+    each part's assignment indexes its own ``merged``. The picture is upscaled so that
+    every cell of every part is at least ``min_cell_px`` pixels.
+    """
+    from PIL import Image
+
+    scale = 1
+    for _, _, (rows, cols), (x0, y0, x1, y1) in parts:
+        w, h = (x1 - x0) * image.width, (y1 - y0) * image.height
+        scale = max(scale, math.ceil(min_cell_px * max(cols / w, rows / h)))
+    canvas = image.convert("RGB").resize(
+        (image.width * scale, image.height * scale), Image.NEAREST
+    )
+    kept = groups = 0
+    colors = []
+    for assignment, merged, grid, (x0, y0, x1, y1) in parts:
+        box = tuple(
+            round(v * n)
+            for v, n in zip((x0, y0, x1, y1), (canvas.width, canvas.height) * 2)
+        )
+        crop = canvas.crop(box)
+        canvas.paste(draw_reduction(crop, assignment, merged, grid, 1), box[:2])
+        merged = np.asarray(merged).reshape(-1).astype(bool)
+        used = np.unique(np.asarray(assignment).reshape(-1))
+        kept += int((~merged[used]).sum())
+        groups += int(merged[used].sum())
+        colors.extend(group_colors(merged.size)[used[merged[used]]])
+    return add_legend(canvas, kept, groups, np.asarray(colors[:3]))
+
+
 def draw_reduction(image, assignment, merged, grid, min_cell_px: int = 16):
     """The picture with the reduction drawn over it, no legend (see render_overlay)."""
     from PIL import Image

@@ -179,6 +179,11 @@ from tiny_lfm2_vl import BUILDERS as _LFM2_VL  # noqa: E402
 BUILDERS.update({**_IDEFICS3, **_LFM2_VL})
 
 
+from tiny_onevision import BUILDERS as _TILED  # noqa: E402 (needs the helpers above)
+
+BUILDERS.update(_TILED)
+
+
 @pytest.fixture(params=sorted(BUILDERS))
 def arch(request):
     """Each supported architecture's name, in turn."""

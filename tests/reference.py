@@ -152,9 +152,11 @@ def layout_of(prepared, spans, length) -> Layout:
     image = np.concatenate([np.arange(s.start, s.start + s.length) for s in spans])
     kept = image[np.array(red.positions[0])]
     slots = np.sort(np.concatenate([np.setdiff1d(np.arange(length), image), kept]))
-    visual = np.isin(slots, kept)
     sizes = np.ones(slots.shape[0])
-    sizes[visual] = np.array(red.sizes[0])
+    sizes[np.isin(slots, kept)] = np.array(red.sizes[0])
+    # Fixed visual tokens (row separators, never reduced) count as text.
+    fixed = [i for s in prepared.segments if not s.reducible for i in s.indices()]
+    visual = np.isin(slots, kept) & ~np.isin(slots, image[fixed])
     return Layout(slots, visual, sizes, length)
 
 
@@ -274,3 +276,7 @@ from tiny_idefics3 import REFERENCE as _IDEFICS3  # noqa: E402
 from tiny_lfm2_vl import REFERENCE as _LFM2_VL  # noqa: E402
 
 REFERENCE.update({k: ReferenceArch(**f) for k, f in {**_IDEFICS3, **_LFM2_VL}.items()})
+
+from tiny_onevision import REFERENCES as _TILED  # noqa: E402 (their own file)
+
+REFERENCE.update({name: ReferenceArch(*spec) for name, spec in _TILED.items()})

@@ -87,7 +87,8 @@ def test_cli_writes_files(tmp_path):
 def test_builtin_configs_are_named():
     for name in bench_configs.DEFAULT_MODELS:
         config, side, about = bench_configs.get_config(name)
-        assert config["model_type"] in ("llava", "qwen2_vl") and side > 0 and about
+        assert config["model_type"] in ("llava_onevision", "qwen2_vl") and side > 0
+        assert about
     with pytest.raises(ValueError):
         bench_configs.get_config("no-such-model")
 
@@ -283,3 +284,27 @@ def test_help_names_the_module_and_shows_defaults(capsys):
     assert "(default: 1.0,0.75,0.5,0.25,0.11)" in out
     assert "(default: divprune,pool)" in out and "(default: 2048)" in out
     assert bench.configure_parser().parse_args([]).keep == bench.DEFAULT_KEEP
+
+
+def test_prefill_bias_is_built_per_chunk():
+    # The bias a prefill holds is the largest chunk's rows, never [P, P] once the
+    # prompt is longer than a chunk; layer 0 has its own (uniform-size) copy.
+    from conftest import BUILDERS
+
+    from restore_mlx.bench.timing import bias_bytes, prefill_chunks
+    from restore_mlx.integration import apply, prepare_tokens
+
+    model, sample = BUILDERS["llava_onevision"]()
+    apply(model, "server-70")
+    prompt = prepare_tokens(model, sample).prompt
+    P = prompt.length
+    assert prefill_chunks(P, 8)[-1] == (P - 1, P)
+    assert bias_bytes(prompt, None) == 2 * P * P * 4  # one shot: [P, P], twice
+    chunks = prefill_chunks(P, 8)
+    assert all(b - a <= 8 for a, b in chunks) and chunks[0][0] == 0
+    assert all(b == c for (_, b), (c, _) in zip(chunks, chunks[1:]))
+    largest = max((b - a) * b for a, b in chunks)  # float32 rows of keys so far
+    assert bias_bytes(prompt, 8) == 2 * largest * 4
+    assert bias_bytes(prompt, 8) < P * P * 4
+    apply(model, keep=1.0)
+    assert bias_bytes(prepare_tokens(model, sample).prompt, 8) == 0

@@ -109,7 +109,7 @@ def test_an_encoding_that_does_not_fit_raises(arch):
     model, sample = BUILDERS[arch]()
     ri.apply(model, keep=0.5)
     encoded = ri.encode_image(model, sample)
-    # Fewer image tokens in the prompt than the encoding has.
+    # Fewer image tokens in the prompt than the encoding has (five dropped).
     ids = sample["input_ids"].tolist()[0]
     shorter = {**sample, "input_ids": mx.array([ids[:-12] + ids[-7:]])}
     with pytest.raises(ValueError, match=f"prompt but {encoded.tokens} encoded"):

@@ -1,5 +1,8 @@
 """RESTORE inside mlx-vlm: exactness against unpatched mlx-vlm, positions, cache, chunks."""
 
+import sys
+from contextlib import contextmanager
+
 import mlx.core as mx
 import pytest
 from conftest import BUILDERS
@@ -51,6 +54,11 @@ def span_of(model, sample):
     """(spans, N, T): the image runs, how many image tokens, and the prompt length."""
     spans = adapter_for(model).image_spans(model, sample["input_ids"])
     return spans, sum(s.length for s in spans), sample["input_ids"].shape[1]
+
+
+def fixed_tokens(prepared):
+    """Visual tokens no reduction touches (e.g. llava_onevision's row newlines)."""
+    return sum(s.length for s in prepared.segments if not s.reducible)
 
 
 def all_equal(a, b):
@@ -147,6 +155,22 @@ def _window_masks(model, allowed, mask, num_queries):
     return masks
 
 
+@contextmanager
+def _given_mask(inner, mask):
+    """Make the text model ``inner`` use ``mask``: some language models
+    (llava_onevision, InternVL) drop a caller's mask and build their own with
+    ``create_attention_mask``."""
+    module = sys.modules[type(inner).__module__]
+    build = getattr(module, "create_attention_mask", None)
+    if build is not None:
+        module.create_attention_mask = lambda *args, **kwargs: mask
+    try:
+        yield
+    finally:
+        if build is not None:
+            module.create_attention_mask = build
+
+
 def _full_masked(model, sample, keep_rows, tokens):
     """Unpatched full prompt with the removed visual keys masked out, then decode.
     Sliding windows count the keys that remain (one plain cache per layer, each layer
@@ -180,7 +204,8 @@ def _full_masked(model, sample, keep_rows, tokens):
             inner.layers = shims
         try:
             if not qwen:
-                return lm(None, inputs_embeds=x, mask=mask, cache=cache).logits
+                with _given_mask(inner, mask):
+                    return lm(None, inputs_embeds=x, mask=mask, cache=cache).logits
         finally:
             if windowed:
                 inner.layers = layers
@@ -314,9 +339,10 @@ def test_cache_holds_text_and_kept_tokens(arch):
     model, sample = BUILDERS[arch]()
     ri.apply(model, method="divprune", tokens=6)
     prepared = ri.prepare_tokens(model, sample)
-    assert prepared.visual_tokens_after == 6
+    fixed = fixed_tokens(prepared)  # kept as they are, outside the budget
+    assert prepared.visual_tokens_after == 6 + fixed
     _, n, T = span_of(model, sample)
-    assert prepared.prompt_tokens == T - n + 6 == prepared.input_ids.shape[1]
+    assert prepared.prompt_tokens == T - n + 6 + fixed == prepared.input_ids.shape[1]
     cache = make_prompt_cache(model.language_model)
     run_prepared(model, prepared, steps=1, prompt_cache=cache)
     # generate_step has run the prompt and two decode steps when it yields the first.
@@ -386,8 +412,9 @@ def test_in_llm_and_grid_methods_run(arch, method):
     model, sample = BUILDERS[arch]()
     ri.apply(model, method=method, keep=0.25)
     prepared = ri.prepare_tokens(model, sample)
-    n = prepared.visual_tokens_before
-    assert prepared.visual_tokens_after == max(1, round(0.25 * n))
+    fixed = fixed_tokens(prepared)
+    n = prepared.visual_tokens_before - fixed
+    assert prepared.visual_tokens_after == max(1, round(0.25 * n)) + fixed
     assert mx.all(mx.isfinite(ri.inspect_prefill(model, prepared).logits)).item()
 
 

@@ -81,3 +81,43 @@ def test_per_token_scores_are_sliced_per_segment():
 def test_segments_must_cover_the_tokens():
     with pytest.raises(ValueError, match="cover"):
         reduce_segments(_x(10), (Segment(0, 4), Segment(5, 5)), "divprune", keep=0.5)
+
+
+def _rows_with_separators(rows=4, cols=5, base=9, d=8):
+    """A 3 x 3 base grid, then a rows x cols grid with a separator after every row."""
+    x = _x(base + rows * (cols + 1), d)
+    grid = Segment(base, rows * cols, (rows, cols), row_stride=cols + 1)
+    seps = Segment(base + cols, rows, (rows, 1), reducible=False, row_stride=cols + 1)
+    return x, (Segment(0, base, (3, 3)), grid, seps), grid, seps
+
+
+@pytest.mark.parametrize("method", ["divprune", "pool", "tome"])
+def test_a_grid_interrupted_by_separators_is_one_segment(method):
+    x, segments, grid, seps = _rows_with_separators()
+    red = reduce_segments(x, segments, method, keep=0.5)
+    positions = red.positions[0].tolist()
+    assert positions == sorted(positions)
+    assert set(seps.indices().tolist()) <= set(positions)  # separators all kept
+    # The grid's tokens reduce as the grid alone would, on its own 2-D layout.
+    alone = reduce(mx.take(x, mx.array(grid.indices()), axis=1), method,
+                   tokens=10, grid=(4, 5))  # fmt: skip
+    index = grid.indices()
+    want = [int(index[p]) for p in alone.positions[0].tolist()]
+    assert [p for p in positions if p in set(index.tolist())] == want
+    # Bookkeeping stays consistent after reordering: each token's group holds it.
+    labels = red.assignment[0].tolist()
+    sizes = red.sizes[0].tolist()
+    assert [labels.count(g) for g in range(red.num_tokens)] == sizes
+    for g, p in enumerate(positions):
+        assert labels[p] == g
+    for g, p in enumerate(positions):
+        if not red.merged[0, g].item() and sizes[g] == 1:
+            assert mx.array_equal(red.features[0, g], x[0, p]).item()
+
+
+def test_strided_segments_must_cover_each_token_once():
+    x, (base, grid, seps), *_ = _rows_with_separators()
+    with pytest.raises(ValueError, match="each once"):
+        reduce_segments(x, (base, grid), "divprune", keep=0.5)
+    with pytest.raises(ValueError, match="grid of its length"):
+        Segment(0, 6, (2, 2), row_stride=4)

@@ -6,10 +6,23 @@ it. Shared patching helpers live in ``patching``. Tested against mlx-vlm 0.7.10.
 """
 
 from ..errors import UnsupportedArchitecture
-from . import gemma3, idefics3, lfm2_vl, llava, qwen, qwen3_5, qwen3_vl
+from . import (
+    gemma3,
+    idefics3,
+    internvl,
+    lfm2_vl,
+    llava,
+    llava_onevision,
+    qwen,
+    qwen3_5,
+    qwen3_vl,
+)
 from .contract import Adapter
 
-FAMILIES = (llava, qwen, qwen3_vl, qwen3_5, gemma3, idefics3, lfm2_vl)
+FAMILIES = (
+    llava, qwen, qwen3_vl, qwen3_5, gemma3, idefics3, lfm2_vl, llava_onevision,
+    internvl,
+)  # fmt: skip
 ADAPTERS = {name: family for family in FAMILIES for name in family.NAMES}
 SUPPORTED = tuple(ADAPTERS)
 

@@ -123,12 +123,18 @@ def full_positions(model, input_ids, sample):
 
 def layout(model, request) -> ReducedLayout:
     """The reduced prompt: ids, prompt positions, decode shift, generate kwargs."""
+    return positioned_layout(
+        request, image_kwargs(model, request.features, request.extra)
+    )
+
+
+def positioned_layout(request, merge: dict) -> ReducedLayout:
+    """The reduced prompt of a 1-D RoPE model whose merge takes the reduced features
+    through the generate kwargs ``merge``: kept columns as ids, at their original
+    positions (or re-indexed)."""
     sample, cols = request.sample, request.columns
     ids = sample["input_ids"][:, cols]
-    kwargs = {
-        "pixel_values": sample["pixel_values"],
-        **image_kwargs(model, request.features, request.extra),
-    }
+    kwargs = {"pixel_values": sample["pixel_values"], **merge}
     if not request.original_positions:
         positions = mx.arange(ids.shape[1], dtype=mx.int32)
         return ReducedLayout(ids, positions, kwargs)

@@ -6,11 +6,12 @@ visual-token count that checkpoint produces for one image at that resolution.
 
 - ``qwen2-vl-2b``: Qwen/Qwen2-VL-2B-Instruct (675M ViT + Qwen2-1.5B LM, M-RoPE).
   A 448 x 448 image is 32 x 32 patches of 14 px, merged 2 x 2: 256 visual tokens.
-- ``llava-ov-0.5b``: llava-hf/llava-onevision-qwen2-0.5b-ov-hf as one 384 x 384
-  crop: SigLIP-so400m/14 tower (729 tokens, last layer, no [CLS]), 2-layer GELU
-  projector, Qwen2-0.5B LM. It runs through mlx-vlm's ``llava`` classes (whose tower
-  takes SigLIP and whose LM takes ``qwen2``), so the anyres tiling and the newline
-  tokens of the OneVision processor are not modelled: one base crop only.
+- ``llava-ov-0.5b``: llava-hf/llava-onevision-qwen2-0.5b-ov-hf through mlx-vlm's
+  ``llava_onevision`` classes, as users prompt it: SigLIP-so400m/14 tower (384 px
+  crops, 27 x 27 = 729 tokens each, last layer, no [CLS]), 2-layer GELU projector,
+  Qwen2-0.5B LM, AnyRes tiling on 384 px pinpoints up to 6 x 6 with ``anyres_max_9``.
+  The default 768 x 768 image is a base crop + 2 x 2 tiles: 729 + 54 x 54 tile tokens
+  + 54 row newlines = 3,699 visual tokens (``--image-size`` sets the square side).
 - ``qwen3-vl-2b``: Qwen/Qwen3-VL-2B-Instruct (24-block ViT with deepstack taps at
   blocks 5, 11, 17 + a Qwen3-1.7B-shaped LM, 28 layers, interleaved M-RoPE). A
   448 x 448 image is 28 x 28 patches of 16 px, merged 2 x 2: 196 visual tokens.
@@ -73,11 +74,16 @@ QWEN2_VL_2B = {
     },
 }
 
+PINPOINTS = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]
 LLAVA_OV_05B = {
-    "model_type": "llava",
+    "model_type": "llava_onevision",
     "image_token_index": 151646,
+    "video_token_index": 151647,
+    "image_grid_pinpoints": PINPOINTS,
+    "vision_aspect_ratio": "anyres_max_9",
     "vision_feature_layer": -1,
     "vision_feature_select_strategy": "full",
+    "use_image_newline_parameter": True,
     "vocab_size": 152000,
     "eos_token_id": [151645],
     "text_config": {
@@ -334,8 +340,8 @@ BUILTIN = {
     "qwen2-vl-2b": (QWEN2_VL_2B, 448, "Qwen2-VL-2B-Instruct shape, 448 px"),
     "llava-ov-0.5b": (
         LLAVA_OV_05B,
-        384,
-        "LLaVA-OneVision-0.5B shape (SigLIP-so400m + Qwen2-0.5B), one 384 px crop",
+        768,
+        "LLaVA-OneVision-0.5B shape (SigLIP-so400m + Qwen2-0.5B), AnyRes, 768 px",
     ),
     "gemma3-4b": (GEMMA3_4B, 896, "Gemma-3-4B-it shape, 896 px"),
     "gemma3-4b-6l": (

@@ -34,7 +34,7 @@ import mlx.core as mx
 PREFILL_SLACK, TTFT_SLACK, DECODE_FLOOR = 1.10, 1.03, 0.97
 METRICS = (
     "vision_s", "reduce_s", "setup_s", "prefill_s", "ttft_s", "decode_tps",
-    "decode_tps_ref", "peak_memory_gb", "peak_extra_gb", "kv_bytes",
+    "decode_tps_ref", "peak_memory_gb", "peak_extra_gb", "kv_bytes", "bias_bytes",
 )  # fmt: skip
 # Per-repeat values a row keeps (``samples``), for the paired ratios.
 SAMPLED = ("vision_s", "prefill_s", "ttft_s", "decode_tps")
@@ -234,12 +234,13 @@ COLUMNS = (
     ("TTFT/base", "ttft_vs_base", ".3f"), ("+TTFT/base", "restore_overhead", "+.3f"), ("decode tok/s", "decode_tps", ".2f"),
     ("decode/base", "decode_vs_base", ".2f"), ("decode/ref", "decode_vs_ref", ".2f"),
     ("peak GB", "peak_memory_gb", ".2f"), ("+peak GB", "peak_extra_gb", ".3f"), ("KV MB", "kv_bytes", ""), ("KV x", "kv_x", ".2f"),
+    ("bias MB", "bias_bytes", ""),
 )  # fmt: skip
 
 
 def _cell(row, key, fmt):
     v = row.get(key)
-    if key == "kv_bytes":
+    if key in ("kv_bytes", "bias_bytes"):
         return _f(v / 2**20 if v is not None else None, ".1f")
     return str(v) if fmt == "" else _f(v, fmt)
 

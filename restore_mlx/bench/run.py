@@ -42,7 +42,7 @@ from .configs import BUILTIN, DEFAULT_MODELS
 from .profile import profile as profile_stages
 from .report import add_ratios, machine, markdown, plot, rows_from_log, summarize
 from .subject import Subject, load_subject
-from .timing import fresh_row, kv_bytes, timed_generate
+from .timing import bias_bytes, fresh_row, kv_bytes, timed_generate
 
 DEFAULT_KEEP = (1.0, 0.75, 0.5, 0.25, 0.11)
 DEFAULT_METHODS = ("divprune", "pool")
@@ -124,6 +124,7 @@ def run_restore(
         peak_extra_gb=mx.get_peak_memory() / 1e9 - resident,
         kv_bytes=kv_bytes(cache, prep.prompt_tokens),
         kept_tokens=prep.visual_tokens_after, prompt_tokens=prep.prompt_tokens,
+        bias_bytes=bias_bytes(prep.prompt, step),
     )  # fmt: skip
 
 

@@ -12,7 +12,9 @@ from typing import Optional
 
 import mlx.core as mx
 import numpy as np
+from mlx_vlm.models.llava_onevision import llava_onevision as onevision
 
+from ..adapters import llava_onevision as ov_adapter
 from ..adapters.processors import load
 from ..core.budget import resolve_budget
 from .configs import BUILTIN, get_config
@@ -33,6 +35,7 @@ class Subject:
     sample: dict
     visual_tokens: int
     kv_shape: Optional[list] = field(default=None, repr=False)
+    fixed_tokens: int = 0  # visual tokens no reduction touches (row newlines)
 
     @property
     def prompt_tokens(self) -> int:
@@ -40,7 +43,7 @@ class Subject:
 
     def prompt_tokens_at(self, keep: float) -> int:
         """Prompt length after reducing the visual tokens to a ``keep`` fraction."""
-        n = self.visual_tokens
+        n = self.visual_tokens - self.fixed_tokens
         return self.prompt_tokens - n + resolve_budget(n, keep=keep)
 
     def split(self):
@@ -180,8 +183,41 @@ def load_subject(spec: str, image_size: Optional[int] = None) -> Subject:
     config, side, about = get_config(spec)
     if image_size and image_size != side:
         side, about = image_size, f"{about.split(',')[0]}, {image_size} px"
+    if config["model_type"] == "llava_onevision":
+        return _onevision_subject(spec, about, config, side)
     sample, n = synthetic_sample(config, side)
     config.pop("bench_views", None)
     if config["model_type"] == "llava":
         config["vision_config"]["image_size"] = side
     return Subject(spec, f"{about} ({n} visual tokens)", build_model(config), sample, n)
+
+
+def _onevision_subject(spec, about, config, side) -> Subject:
+    """LLaVA-OneVision on a ``side`` x ``side`` image: random pixels for the base crop
+    and every AnyRes tile, as many image tokens as mlx-vlm packs for that size."""
+    model = build_model(config)
+    segments, crops = onevision_layout(model, (side, side))
+    n = max(s.end for s in segments)
+    fixed = sum(s.length for s in segments if not s.reducible)
+    rng = np.random.default_rng(0)
+    vocab = config["text_config"]["vocab_size"]
+    image = [config["image_token_index"]] * n
+    ids = _text(rng, TEXT_BEFORE, vocab) + image + _text(rng, TEXT_AFTER, vocab)
+    crop = config["vision_config"]["image_size"]
+    pixels = rng.standard_normal((1, crops, 3, crop, crop)).astype(np.float32)
+    sample = dict(
+        input_ids=mx.array([ids]),
+        pixel_values=mx.array(pixels),
+        image_sizes=mx.array([[side, side]]),
+    )
+    about = f"{about} ({n} visual tokens, {fixed} of them row newlines)"
+    return Subject(spec, about, model, sample, n, fixed_tokens=fixed)
+
+
+def onevision_layout(model, size) -> tuple:
+    """(segments: base, tiles, newlines; tower crops) of one image of ``size`` (h, w)."""
+    cfg = model.config
+    crops = onevision.image_size_to_num_patches(
+        list(size), cfg.image_grid_pinpoints, cfg.vision_config.image_size
+    )
+    return ov_adapter.image_segments(model, list(size), crops, 0, 0), crops

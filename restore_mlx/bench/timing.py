@@ -38,3 +38,27 @@ def fresh_row() -> float:
     mx.clear_cache()
     mx.reset_peak_memory()
     return mx.get_active_memory() / 1e9
+
+
+def prefill_chunks(length: int, step) -> list:
+    """(start, end) of every prefill forward ``generate_step`` runs on a prompt of
+    ``length`` tokens: chunks of ``step`` up to the last token, which runs alone."""
+    if not step or length <= 1:
+        return [(0, length)]
+    starts = list(range(0, length - 1, step))
+    return [(a, min(a + step, length - 1)) for a in starts] + [(length - 1, length)]
+
+
+def bias_bytes(prompt, step) -> int:
+    """Bytes of the calibration bias a prefill holds at once: the mask rows of the
+    chunk with the most (queries x keys so far), built as the attention builds them
+    (``Calibration.prefill``); 0 without calibration. Never a [P, P] buffer while
+    ``step`` is below the prompt length."""
+    calibration = getattr(prompt, "calibration", None)
+    if calibration is None:
+        return 0
+    a, b = max(prefill_chunks(prompt.length, step), key=lambda c: (c[1] - c[0]) * c[1])
+    masks = [m for kind in calibration.prefill(a, b) for m in kind]  # per layer kind
+    mx.eval(masks)
+    distinct = {id(m): m for m in masks}.values()  # layer 0 may share later layers'
+    return sum(m.nbytes for m in distinct)

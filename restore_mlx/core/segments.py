@@ -3,7 +3,8 @@
 A prompt's visual tokens (several images, or one image cut into tiles) are reduced
 segment by segment, each with its own grid, so nothing merges across two images or
 tiles and the similarity a reducer forms is per segment (blockwise), never N x N over
-the whole prompt. The budget applies to the whole prompt and is split over the
+the whole prompt. A segment need not be contiguous: a grid whose rows are interrupted
+by separators (``Segment.row_stride``) is one segment, its separators another. The budget applies to the whole prompt and is split over the
 reducible segments in proportion to their tokens (largest remainder, at least one
 token each).
 """
@@ -11,6 +12,7 @@ token each).
 from typing import Sequence
 
 import mlx.core as mx
+import numpy as np
 
 from .api import reduce
 from .budget import resolve_budget
@@ -63,7 +65,7 @@ def reduce_segments(x, segments, method, *, keep=None, tokens=None, **kwargs):
     budgets = iter(split_tokens([s.length for s in reducible], m))
     parts = []
     for s in segments:
-        part = x[:, s.offset : s.offset + s.length]
+        part = _take(x, s)
         budget = next(budgets) if s.reducible else s.length
         if budget == s.length:
             parts.append(identity(part))
@@ -71,34 +73,66 @@ def reduce_segments(x, segments, method, *, keep=None, tokens=None, **kwargs):
         scores = {k: v for k, v in kwargs.items() if k != "grid"}
         for name in _PER_TOKEN:
             if scores.get(name) is not None:
-                scores[name] = scores[name][:, s.offset : s.offset + s.length]
+                scores[name] = _take(scores[name], s)
         parts.append(reduce(part, method, tokens=budget, grid=s.grid, **scores))
-    return concatenate(parts, [s.offset for s in segments])
+    return concatenate(parts, segments)
+
+
+def _take(x, segment):
+    """The segment's tokens of x [B, N, ...]."""
+    if not segment.row_stride:
+        return x[:, segment.offset : segment.offset + segment.length]
+    return mx.take(x, mx.array(segment.indices().astype(np.int32)), axis=1)
 
 
 def _check_cover(segments, n):
-    at = 0
+    seen = np.zeros(n + 1, dtype=np.int64)
     for s in segments:
-        if s.offset != at or s.length < 1:
+        if s.length < 1:
             raise ValueError(f"segments must cover the {n} visual tokens in order")
-        at += s.length
-    if at != n:
-        raise ValueError(f"segments cover {at} visual tokens, the prompt has {n}")
+        seen[np.minimum(s.indices(), n)] += 1
+    if seen[n] or not np.all(seen[:n] == 1):
+        raise ValueError(f"segments must cover the {n} visual tokens, each once")
 
 
-def concatenate(parts, offsets) -> Reduction:
-    """One Reduction from per-segment ones: groups renumbered, positions shifted by
-    each segment's ``offsets``."""
-    base, assignment = 0, []
-    for part in parts:
+def concatenate(parts, segments) -> Reduction:
+    """One Reduction from per-segment ones: groups renumbered, positions mapped back
+    through each segment's token indices, reduced tokens ordered by position (only
+    interleaved segments need the reordering)."""
+    base, assignment, positions = 0, [], []
+    for part, s in zip(parts, segments):
         assignment.append(part.assignment + base)
         base += part.num_tokens
-    return Reduction(
+        if s.row_stride:
+            index = mx.array(s.indices().astype(np.int32))
+            positions.append(mx.take(index, part.positions))
+        else:
+            positions.append(part.positions + s.offset)
+    red = Reduction(
         features=mx.concatenate([p.features for p in parts], axis=1),
         sizes=mx.concatenate([p.sizes for p in parts], axis=1),
         assignment=mx.concatenate(assignment, axis=1),
-        positions=mx.concatenate(
-            [p.positions + o for p, o in zip(parts, offsets)], axis=1
-        ),
+        positions=mx.concatenate(positions, axis=1),
         merged=mx.concatenate([p.merged for p in parts], axis=1),
+    )
+    if any(s.row_stride for s in segments):
+        red = _by_position(red, np.concatenate([s.indices() for s in segments]))
+    return red
+
+
+def _by_position(red, tokens) -> Reduction:
+    """``red``, built segment after segment over visual ``tokens`` (the index of each
+    assignment column), with its columns in token order and its reduced tokens sorted
+    by original position."""
+    columns = mx.array(np.argsort(tokens, kind="stable").astype(np.int32))
+    red = Reduction(**{**red.__dict__, "assignment": red.assignment[:, columns]})
+    order = mx.argsort(red.positions, axis=1)
+    rank = mx.argsort(order, axis=1)  # new index of each old reduced token
+    pick = lambda a: mx.take_along_axis(a, order[..., None], axis=1)  # noqa: E731
+    return Reduction(
+        features=pick(red.features),
+        sizes=mx.take_along_axis(red.sizes, order, axis=1),
+        assignment=mx.take_along_axis(rank, red.assignment, axis=1),
+        positions=mx.take_along_axis(red.positions, order, axis=1),
+        merged=mx.take_along_axis(red.merged, order, axis=1),
     )

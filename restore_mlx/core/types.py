@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import mlx.core as mx
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,36 @@ class Segment:
     """A run of visual tokens reduced on its own: ``length`` tokens from ``offset`` in
     the prompt's list of visual tokens, laid out on ``grid`` (h, w) or None, belonging
     to image ``image``. With ``reducible`` False (e.g. row separators) its tokens are
-    kept as they are and take no part in the budget."""
+    kept as they are and take no part in the budget.
+
+    ``row_stride`` > 0 (with a ``grid``): the tokens are ``grid`` rows of ``grid[1]``
+    tokens, row r starting at ``offset + r * row_stride``; the gaps between rows hold
+    another segment's tokens (e.g. a newline after every row), so a grid interrupted by
+    separators is still one segment.
+    """
 
     offset: int
     length: int
     grid: Optional[tuple] = None
     image: int = 0
     reducible: bool = True
+    row_stride: int = 0
+
+    def __post_init__(self):
+        if self.row_stride and (
+            self.grid is None or self.grid[0] * self.grid[1] != self.length
+        ):
+            raise ValueError("a segment with a row_stride needs a grid of its length")
+
+    def indices(self) -> np.ndarray:
+        """The index (into the prompt's visual tokens) of each of its tokens, in order."""
+        if not self.row_stride:
+            return np.arange(self.offset, self.offset + self.length)
+        rows, cols = self.grid
+        starts = self.offset + self.row_stride * np.arange(rows)
+        return (starts[:, None] + np.arange(cols)[None]).reshape(-1)
+
+    @property
+    def end(self) -> int:
+        """One past the last of its token indices."""
+        return int(self.indices()[-1]) + 1
