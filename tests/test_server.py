@@ -207,34 +207,40 @@ def test_qwen_concurrent_rows_equal_alone(qwen):
     assert usage["visual_tokens_after"] < usage["visual_tokens_before"]
 
 
-def test_second_turn_reuses_the_reduced_prefix(qwen):
-    # (The probe model's template is single-turn; the Qwen checkpoint's is a chat.)
-    probe, image = qwen
-    first = probe.ask("what color is at a1", image=image)
+def chat_turns(server, image):
+    """Two turns about one image (the probe model's template is single-turn; the
+    Qwen checkpoint's is a chat): turn 2 re-sends turn 1 and its answer."""
+    first = server.ask("what color is at a1", image=image)
     history = [
         {"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": str(image)}},
             {"type": "text", "text": "what color is at a1"}]},
         {"role": "assistant", "content": answer(first)},
     ]  # fmt: skip
-    second = probe.ask("what color is at c4", image=None, history=history)
-    assert restore_usage(second)["reused_reduction"] is True
-    assert (
-        restore_usage(second)["visual_tokens_after"]
-        == restore_usage(first)["visual_tokens_after"]
-    )
+    second = server.ask("what color is at c4", image=None, history=history)
     return first, second
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: mlx-vlm's prefix cache reports no cached tokens for the "
-    "reduced second turn yet (the reduction is reused, the prefill is not)",
-)
-def test_second_turn_prefills_only_the_new_text(qwen):
-    first, second = test_second_turn_reuses_the_reduced_prefix(qwen)
+def test_second_turn_reuses_the_reduction_and_prefills_only_the_new_text(qwen):
+    server, image = qwen
+    # An image no earlier request sent, so that turn 1 starts cold.
+    image = write_image(image.parent / "chat.png", size=56, seed=1)
+    first, second = chat_turns(server, image)
+    one, two = restore_usage(first), restore_usage(second)
+    assert (one["reused_reduction"], two["reused_reduction"]) == (False, True)
+    assert two["visual_tokens_after"] == one["visual_tokens_after"]
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    # Turn 1's reduced prompt (image included) comes from the prefix cache, to the
+    # block (4 tokens here); only turn 2's new text is prefilled.
     cached = second.usage.prompt_tokens_details.cached_tokens
-    prefilled = restore_usage(second)["prompt_tokens_prefilled"] - cached
-    # The reduced image (and the first turn's text) come from the prefix cache.
-    assert cached >= restore_usage(first)["prompt_tokens_prefilled"] - 8
-    assert prefilled < restore_usage(first)["prompt_tokens_prefilled"]
+    assert cached >= one["prompt_tokens_prefilled"] - 4
+    new_text = two["prompt_tokens_prefilled"] - one["prompt_tokens_prefilled"]
+    assert two["prompt_tokens_prefilled"] - cached <= new_text + 4
+
+
+def test_another_recipe_never_shares_the_prefix(qwen):
+    # Same image, same text, another reduction: its prefix is another cache entry.
+    server, image = qwen
+    server.ask("what shape is at b2", image=image, restore={"keep": 0.25})
+    other = server.ask("what shape is at b2", image=image, restore={"keep": 0.75})
+    assert other.usage.prompt_tokens_details.cached_tokens == 0
