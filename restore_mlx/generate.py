@@ -19,6 +19,7 @@ import numpy as np
 
 from .adapters import adapter_for
 from .adapters.processors import load
+from .chat import ChatSession
 from .convert import check_supported, read_model_config
 from .errors import (
     InputError,
@@ -137,6 +138,38 @@ def _show_request(images, prompt) -> None:
     _enable_verbose_logging()
 
 
+def _chat(args, model, processor, config, images) -> None:
+    """--chat: read messages from stdin, answer each from the reduced prefix."""
+    kwargs = generation_kwargs(args)
+    processing = {
+        k: kwargs.pop(k) for k in ("resize_shape", "processor_kwargs") if k in kwargs
+    }
+    session = ChatSession(model, processor, images, config, args.system, processing)
+    on_text = lambda text: print(text, end="", flush=True)  # noqa: E731
+    while True:
+        try:
+            user = input("User: ")
+        except EOFError:
+            break
+        if not user.strip():
+            break
+        print("Assistant: ", end="", flush=True)
+        turn = session.ask(user, on_text, **kwargs)
+        print()
+        visual = ""
+        if turn.visual_tokens_before:
+            visual = (
+                f"; visual tokens {turn.visual_tokens_before} -> "
+                f"{turn.visual_tokens_after}"
+            )
+        print(
+            f"Prefilled {turn.prefilled_tokens} tokens "
+            f"({turn.reused_tokens} of {turn.prompt_tokens} from the previous "
+            f"turns){visual}",
+            flush=True,
+        )
+
+
 def _main(args) -> None:
     check_args(args)
     images = args.image or []
@@ -146,6 +179,8 @@ def _main(args) -> None:
     model, processor, config, preset = _prepare_model(args, images)
     if not images:
         print("No --image given: running unreduced.", file=sys.stderr)
+    if args.chat:
+        return _chat(args, model, processor, config, images)
     prompt = _format_prompt(processor, model, args.prompt, args.system, len(images))
     if args.verbose:
         _show_request(images, prompt)

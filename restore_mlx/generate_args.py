@@ -134,12 +134,19 @@ def _input_flags(p) -> None:
     p.add_argument(
         "--prompt",
         nargs="+",
-        required=True,
+        default=None,
         help="Message to be processed by the model; several strings are several "
-        "user messages, as in mlx_vlm.generate.",
+        "user messages, as in mlx_vlm.generate (required without --chat).",
     )
     p.add_argument(
         "--system", default=None, help="System message for the model (default: none)."
+    )
+    p.add_argument(
+        "--chat",
+        action="store_true",
+        help="Chat in multi-turn style, as mlx_vlm.generate --chat: one message per "
+        "line on standard input until an empty line or end of input. The image is "
+        "reduced once and every turn prefills only what is new.",
     )
 
 
@@ -338,7 +345,11 @@ def _output_flags(p) -> None:
 def check_args(args) -> None:
     """InputError for flag values that cannot work, before anything is read."""
     images = args.image or []
-    if not all(message.strip() for message in args.prompt):
+    if args.prompt is None and not args.chat:
+        raise InputError(
+            "--prompt is required (or --chat, to read messages from stdin)"
+        )
+    if not all(message.strip() for message in args.prompt or []):
         raise InputError("--prompt must not be empty or whitespace only")
     if args.max_tokens < 1:
         raise InputError(f"--max-tokens must be at least 1, got {args.max_tokens}")

@@ -9,6 +9,7 @@ image, one text-only). Alone, each runs through mlx-vlm's single-request
 import mlx.core as mx
 import pytest
 from conftest import BUILDERS
+from mlx_vlm import apc as vlm_apc
 from mlx_vlm.generate.ar import BatchGenerator
 from test_integration import run_generate
 
@@ -18,6 +19,7 @@ from restore_mlx.adapters.batching import batch_prompt_kwargs, register
 from restore_mlx.adapters.contract import visual_slots
 from restore_mlx.config import RestoreConfig
 from restore_mlx.errors import UnsupportedMethod
+from restore_mlx.server.hooks import install_prefix_reuse
 
 STEPS = 5
 RECIPES = {
@@ -151,3 +153,75 @@ def test_reduced_requests_differ_from_unreduced(served):
     for i, a in enumerate(lps):
         for b in lps[i + 1 :]:
             assert max(abs(x - y) for x, y in zip(a, b)) > 1e-4
+
+
+# --- Prefix cache: a follow-up turn about the same image ------------------------------
+
+BLOCK = 4  # prefix-cache block (tokens): the tiny prompts span several blocks
+
+
+def follow_up(model, sample, first):
+    """Turn 2: turn 1's whole prompt plus more text, with turn 1's reduction (what
+    the server's ``recipes.Reductions`` hands a later turn)."""
+    ids, text = sample["input_ids"], text_only(model, sample)["input_ids"]
+    more = {**sample, "input_ids": mx.concatenate([ids, text[:, -6:]], axis=1)}
+    return ri.prepare_tokens(
+        model, more, config=RECIPES["half"], reduction=first.reduction
+    )
+
+
+def turns_with_prefix_cache(model, turns):
+    """Greedy (tokens, logprobs) and cached tokens of each turn, served one after
+    the other by one BatchGenerator with mlx-vlm's prefix cache (in memory)."""
+    model._restore_state.set_prompt(None)
+    manager = vlm_apc.from_env(
+        overrides={"enabled": True, "block_size": BLOCK, "disk_enabled": False}
+    )
+    gen = BatchGenerator(
+        model.language_model, _Processor(), max_tokens=STEPS, apc_manager=manager
+    )
+    out = []
+    for prepared in turns:
+        kw = batch_prompt_kwargs(
+            model,
+            prepared.input_ids,
+            prepared.generate_kwargs,
+            register(prepared.prompt),
+        )
+        kw["_apc_semantic_hash"] = 1234  # the server's image + recipe salt
+        (uid,) = gen.insert([prepared.input_ids[0].tolist()], prompt_kwargs=[kw])
+        tokens, logprobs, cached = [], [], None
+        for _ in range(10 * STEPS):  # bounded: prefill + decode
+            if not gen.has_work:
+                break
+            prompts, responses = gen.next()
+            for p in prompts:
+                cached = p.cached_tokens
+            for r in responses:
+                tokens.append(r.token)
+                logprobs.append(r.token_logprob)
+        out.append(((tokens, logprobs), cached))
+    gen.close()
+    manager.close()
+    return out
+
+
+@pytest.mark.parametrize("arch", BATCHED)
+def test_second_turn_reuses_the_reduced_prefix_and_equals_it_alone(arch):
+    # The reduced prefix (image included) comes from the prefix cache, and the
+    # follow-up's suffix runs at its own positions with its bias: same tokens and
+    # logprobs as the follow-up served alone.
+    install_prefix_reuse()
+    model, sample = BUILDERS[arch]()
+    ri.apply(model)
+    first = ri.prepare_tokens(model, sample, config=RECIPES["half"])
+    second = follow_up(model, sample, first)
+    assert second.visual_tokens_after == first.visual_tokens_after
+    (_, cached1), (got, cached2) = turns_with_prefix_cache(model, [first, second])
+    assert cached1 == 0
+    assert cached2 >= first.prompt_tokens - BLOCK
+    assert (
+        second.prompt_tokens - cached2
+        <= second.prompt_tokens - first.prompt_tokens + BLOCK
+    )
+    same(got, alone(model, second), "second turn")

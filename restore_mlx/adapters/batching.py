@@ -69,6 +69,15 @@ def row_kwarg(rid: int = 0) -> mx.array:
     return mx.array([[rid]], dtype=mx.int32)
 
 
+def carries_request(prompt_kwargs) -> bool:
+    """Whether a row's prompt keywords name a registered request (a reduced prompt
+    with its own positions and bias), rather than a row run as unpatched."""
+    rid = (prompt_kwargs or {}).get(ROW_KWARG)
+    if not isinstance(rid, mx.array) or rid.size != 1:
+        return False
+    return _REGISTRY.get(int(rid.item())) is not None
+
+
 class _TaggedCache:
     """Mixin for the first KV cache of a batch: ``_restore_rows`` follows its rows."""
 

@@ -16,8 +16,13 @@ few of its functions wrapped (``hooks``, the only module that knows its internal
   ``prompt_tokens_prefilled`` (the reduced prompt) and ``reused_reduction``.
 - Continuous batching stays on: each row of mlx-vlm's batch carries its own request's
   positions and bias (``restore_mlx.adapters.batching``).
-- Multi-turn: mlx-vlm's automatic prefix cache is on by default here
-  (``APC_ENABLED=0`` turns it off). A later turn about the same image reuses the
-  first turn's reduction (``recipes.Reductions``): no second pass of the vision tower,
-  and the reduced prefix is served from the prefix cache, whose key includes the recipe.
+- Multi-turn: mlx-vlm's automatic prefix cache is on by default here, in memory
+  (``APC_ENABLED=0`` turns it off; ``APC_DISK_ENABLED=1`` adds mlx-vlm's disk tier). A
+  later turn about the same image reuses the first turn's reduction
+  (``recipes.Reductions``): no second pass of the vision tower, and the reduced prefix
+  is served from the prefix cache (whose key includes the image and the recipe) in
+  whole blocks of ``APC_BLOCK_SIZE`` tokens (16 by default) of the earlier prompt;
+  only the rest is prefilled. mlx-vlm itself reuses no prefix that holds image tokens
+  on models whose text config names them (Qwen); reduced rows may, since they carry
+  their own embeddings, positions and bias (``hooks._apc_pick_for``).
 """

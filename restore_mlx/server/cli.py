@@ -32,8 +32,12 @@ def configure_parser() -> argparse.ArgumentParser:
 
 def serve(argv, preset=None) -> None:
     """Install the hooks and run mlx_vlm.server's own command line with ``argv``."""
-    # Prefix caching serves follow-up turns of a chat; mlx-vlm leaves it off.
-    os.environ.setdefault("APC_ENABLED", "1")
+    # Prefix caching serves follow-up turns of a chat; mlx-vlm leaves it off. Turned
+    # on here unasked, it stays in memory: mlx-vlm's disk tier (up to 20 GB under
+    # ~/.cache) only when APC_DISK_ENABLED asks for it.
+    if "APC_ENABLED" not in os.environ:
+        os.environ["APC_ENABLED"] = "1"
+        os.environ.setdefault("APC_DISK_ENABLED", "0")
     install(preset)
     add_usage_middleware(vlm_app)
     sys.argv = ["restore-mlx-server", *argv]

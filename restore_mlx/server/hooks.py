@@ -14,6 +14,8 @@ inputs (``mlx_vlm/server/generation.py`` and ``request_normalization.py``):
 - ``ResponseGenerator._make_logits_processors``: raises, inside mlx-vlm's per-request
   ``try``, an error the reduction hit on the GPU thread, so that only this request
   fails (mlx-vlm's loop would otherwise fail the whole batch).
+- ``BatchGenerator._apc_pick_for`` / ``_apc_prefix_has_media_tokens`` (prefix cache
+  lookup): a reduced row may reuse a cached prefix that holds its image (below).
 """
 
 import contextvars
@@ -22,10 +24,16 @@ import logging
 import threading
 
 from fastapi import HTTPException
+from mlx_vlm.generate import ar as vlm_batching
 from mlx_vlm.server import generation as vlm_generation
 from mlx_vlm.server import request_normalization as vlm_requests
 
-from ..adapters.batching import batch_prompt_kwargs, register, row_kwarg
+from ..adapters.batching import (
+    batch_prompt_kwargs,
+    carries_request,
+    register,
+    row_kwarg,
+)
 from ..adapters.processors import fix_processor
 from ..convert import PRESET_KEY, read_model_config
 from ..errors import RestoreError
@@ -70,6 +78,18 @@ def install(preset=None) -> None:
     _wrap(RG, "_gpu_embed", _gpu_embed)
     _wrap(RG, "_make_logits_processors", _make_logits_processors)
     _wrap(vlm_requests, "_build_gen_args", _build_gen_args)
+    install_prefix_reuse()
+
+
+def install_prefix_reuse() -> None:
+    """Let reduced rows of mlx-vlm's ``BatchGenerator`` reuse a cached prefix that
+    holds their image (``_apc_pick_for``); idempotent."""
+    BG = vlm_batching.BatchGenerator
+    if getattr(BG, "_restore_prefix_reuse", False):
+        return
+    BG._restore_prefix_reuse = True
+    _wrap(BG, "_apc_pick_for", _apc_pick_for)
+    _wrap(BG, "_apc_prefix_has_media_tokens", _apc_prefix_has_media_tokens)
 
 
 def _wrap(owner, name, hook):
@@ -187,11 +207,15 @@ def _reduced_row(model, raw_inputs, recipe, apc_semantic_hash):
         model, prepared.input_ids, prepared.generate_kwargs, rid
     )
     if apc_semantic_hash is not None:
-        # Two reductions of one image must never share prefix-cache entries.
-        salt = f"{apc_semantic_hash}:{recipe_key(recipe.config)}".encode()
-        digest = hashlib.sha256(salt).digest()
-        kwargs["_apc_semantic_hash"] = int.from_bytes(digest[:8], "little") >> 1
+        kwargs["_apc_semantic_hash"] = prefix_key(apc_semantic_hash, recipe.config)
     return prepared.input_ids, kwargs
+
+
+def prefix_key(image_hash: int, config) -> int:
+    """The prefix-cache salt of a reduced prompt: mlx-vlm's hash of the image (and
+    tenant) with the recipe, so two reductions of one image never share entries."""
+    salt = f"{image_hash}:{recipe_key(config)}".encode()
+    return int.from_bytes(hashlib.sha256(salt).digest()[:8], "little") >> 1
 
 
 def _make_logits_processors(original, self, args, input_ids=None):
@@ -200,3 +224,27 @@ def _make_logits_processors(original, self, args, input_ids=None):
         self._restore_error = None
         raise error
     return original(self, args, input_ids)
+
+
+def _apc_pick_for(original, self, sequence):
+    """Prefix-cache lookup for one queued row; a reduced row may reuse its image.
+
+    mlx-vlm's block lookup drops any cached prefix that holds image tokens, because
+    an unpatched row recomputes its positions from the suffix ids alone. A reduced
+    row does not: it carries the whole prompt's embeddings (mlx-vlm slices them to
+    the suffix), its own positions (sliced ``position_ids``, or its row's RoPE
+    table read at the warm cache's offset) and its bias rows. The prefix must
+    still cover every image token (mlx-vlm checks that the suffix is text only), and
+    its key is salted with the image and the recipe (``_reduced_row``).
+    """
+    self._restore_media_prefix = carries_request(sequence[3])
+    try:
+        return original(self, sequence)
+    finally:
+        self._restore_media_prefix = False
+
+
+def _apc_prefix_has_media_tokens(original, self, ids_list, prefix_len):
+    if getattr(self, "_restore_media_prefix", False):
+        return False
+    return original(self, ids_list, prefix_len)
