@@ -281,7 +281,7 @@ def test_pruning_at_original_positions_equals_masked_full_model(arch):
         pytest.skip(
             "hybrid model: its convolution layers consume every token of the "
             "unreduced prompt, so masking keys cannot reproduce pruning; "
-            "test_lfm2_vl.py checks the invariant that holds (patched pruning == "
+            "test_tiled.py checks the invariant that holds (patched pruning == "
             "unpatched layers fed the reduced prompt at the same positions)"
         )
     ri.apply(model, **PRUNE)
