@@ -38,7 +38,7 @@ def _ids(before, n_image, after, image_token, seed, prefix=()):
     return mx.array([ids], dtype=mx.int32)
 
 
-def tiny_llava(seed=0, *, rope_scaling=None):
+def tiny_llava(seed=0, *, rope_scaling=None, heads=4, kv_heads=2):
     from mlx_vlm.models import llava
 
     cfg = llava.ModelConfig.from_dict(
@@ -48,8 +48,8 @@ def tiny_llava(seed=0, *, rope_scaling=None):
             vocab_size=VOCAB,
             text_config=llava.TextConfig(
                 model_type="llama",
-                num_attention_heads=4,
-                num_key_value_heads=2,
+                num_attention_heads=heads,
+                num_key_value_heads=kv_heads,
                 rope_scaling=rope_scaling,
                 **TEXT,
             ),

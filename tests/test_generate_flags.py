@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import mlx.core as mx
 import pytest
-from conftest import TEXT, VOCAB, _ids, _init
+from conftest import tiny_llava
 from mlx_vlm.generate import generate_step
 from mlx_vlm.models.cache import QuantizedKVCache, make_prompt_cache
 
@@ -21,34 +21,7 @@ STEPS = 6
 def wide_head_llava(seed=0):
     """conftest's tiny llava with 2 heads of 32 (its 4 heads of 16 are narrower than
     the smallest group MLX quantizes, 32)."""
-    from mlx_vlm.models import llava
-
-    cfg = llava.ModelConfig.from_dict(
-        dict(
-            model_type="llava",
-            image_token_index=90,
-            vocab_size=VOCAB,
-            text_config=llava.TextConfig(
-                model_type="llama", num_attention_heads=2, num_key_value_heads=1, **TEXT
-            ),
-            vision_config=llava.VisionConfig(
-                model_type="clip_vision_model",
-                num_hidden_layers=2,
-                hidden_size=32,
-                intermediate_size=64,
-                num_attention_heads=2,
-                image_size=32,
-                patch_size=8,
-            ),
-        )
-    )
-    model = _init(llava.Model(cfg), seed)
-    mx.random.seed(seed + 1)
-    sample = dict(
-        input_ids=_ids(5, 16, 7, 90, seed),
-        pixel_values=mx.random.normal((1, 3, 32, 32)),
-    )
-    return model, sample
+    return tiny_llava(seed, heads=2, kv_heads=1)
 
 
 def decode(model, prepared, **options):

@@ -25,7 +25,7 @@ from ..core import calibration as cal
 from ..core.types import Segment
 from ..errors import UnsupportedArchitecture
 from .contract import LayerFrequencies, ReducedLayout, RopeFrequencies, VisionOutput
-from .llava import token_runs
+from .llava import positioned_layout, token_runs
 from .patching import (
     attend_fetched,
     cache_key_order,
@@ -188,19 +188,9 @@ def full_positions(model, input_ids, sample):
 def layout(model, request) -> ReducedLayout:
     """The reduced prompt: ids (markers kept around the reduced image tokens),
     positions, decode shift, generate kwargs with the merge's mask."""
-    sample, cols = request.sample, request.columns
-    ids = sample["input_ids"][:, cols]
-    kwargs = {
-        "pixel_values": sample["pixel_values"],
-        **image_kwargs(model, request.features, request.extra),
-        "mask": mx.ones(ids.shape, dtype=mx.int32),
-    }
-    if not request.original_positions:
-        positions = mx.arange(ids.shape[1], dtype=mx.int32)
-        return ReducedLayout(ids, positions, kwargs)
-    n = sum(s.length for s in request.spans)
-    shift = cal.decode_shift(n, request.features.shape[1])
-    return ReducedLayout(ids, cols, kwargs, rope=cols, shift=shift)
+    merge = image_kwargs(model, request.features, request.extra)
+    merge["mask"] = mx.ones((1, request.columns.shape[0]), dtype=mx.int32)
+    return positioned_layout(request, merge)
 
 
 def image_kwargs(model, features, extra):
