@@ -20,8 +20,9 @@ import numpy as np
 from mlx import nn
 from mlx.utils import tree_flatten
 
+from . import warmstart
 from .losses import Trainer, answer_loss, answer_pass, make_batch, vision_loss
-from .model import probe_config, save_checkpoint, visual_features
+from .model import ARCHS, probe_config, save_checkpoint, visual_features
 from .scenes import FAMILIES, MAX_OBJECTS
 from .vocab import build_tokenizer, write_side_files
 
@@ -53,7 +54,7 @@ def evaluate(trainer, tok, seed, per_family=48, objects=(2, MAX_OBJECTS)):
     hits = {f: [] for f in (*FAMILIES, "lookup", "first", "gathered")}
     for start in range(0, n, 64):
         (pix, ids, pos, answers, _, targets), fams = make_batch(
-            tok, "val", seed, start, min(64, n - start), objects
+            tok, "val", seed, start, min(64, n - start), objects, model=trainer.model
         )
         feats = visual_features(trainer.model, pix)
         logits, states = answer_pass(trainer, feats, ids, pos)
@@ -84,15 +85,20 @@ def _log(msg, **fields):
 
 
 def train_vision(trainer, tok, args):
-    """Stage 1: tower + projector + per-token auxiliary heads only."""
+    """Stage 1: tower + projector + per-token auxiliary heads only (+ the teacher's
+    tokens as targets with ``--teacher``)."""
     trainer.model.language_model.freeze()
     opt = optim.AdamW(
         schedule(args.vision_lr, args.vision_steps, 50), weight_decay=0.01
     )
-    step = make_step(trainer, opt, vision_loss)
+    teacher = warmstart.load_teacher(args.teacher) if args.teacher else None
+    step = make_step(trainer, opt, warmstart.teacher_loss if teacher else vision_loss)
     bs = args.vision_batch
     for s in range(args.vision_steps):
-        batch, _ = make_batch(tok, "train", args.seed, s * bs, bs, (1, MAX_OBJECTS))
+        where = (tok, "train", args.seed, s * bs, bs, (1, MAX_OBJECTS))
+        batch, _ = make_batch(*where, model=trainer.model)
+        if teacher is not None:
+            batch.append(warmstart.teacher_features(teacher, *where))
         loss = step(*batch)
         mx.eval(loss)
         if s % 25 == 0 or s == args.vision_steps - 1:
@@ -105,7 +111,9 @@ def train_vision(trainer, tok, args):
 def aux_accuracy(trainer, tok, seed, n=64):
     """Per-token accuracy of the cell heads on validation scenes, and per cell by
     majority vote over the cell's 3 x 3 tokens (shape needs the neighbours)."""
-    (pix, _, _, _, labels, _), _ = make_batch(tok, "val", seed, 0, n, (1, MAX_OBJECTS))
+    (pix, _, _, _, labels, _), _ = make_batch(
+        tok, "val", seed, 0, n, (1, MAX_OBJECTS), model=trainer.model
+    )
     heads = trainer.aux(visual_features(trainer.model, pix))
     out = {}
     for i, (k, h) in enumerate(zip(("color", "shape", "row", "col"), heads)):
@@ -126,8 +134,9 @@ def train_answers(trainer, tok, args, out: Path, config: dict):
     unless ``--tune-vision``. Saves the best full-curriculum checkpoint."""
     opt = optim.AdamW(schedule(args.lr, args.steps, args.warmup), weight_decay=0.01)
     if not args.tune_vision:
-        trainer.model.vision_tower.freeze()
-        trainer.model.multi_modal_projector.freeze()
+        trainer.model.vision_tower.freeze()  # Qwen's merger is part of the tower
+        if "multi_modal_projector" in trainer.model:
+            trainer.model.multi_modal_projector.freeze()
         trainer.aux.freeze()
     loss_fn = partial(answer_loss, lm_aux=args.lm_aux, tune=args.tune_vision)
     step = make_step(trainer, opt, loss_fn)
@@ -139,7 +148,7 @@ def train_answers(trainer, tok, args, out: Path, config: dict):
         objects = objects_at(s, args.steps, not args.no_curriculum)
         start = offset + s * args.batch
         batch, _ = make_batch(
-            tok, "train", args.seed, start, args.batch, objects, families
+            tok, "train", args.seed, start, args.batch, objects, families, trainer.model
         )
         loss = step(*batch)
         mx.eval(loss)
@@ -196,13 +205,16 @@ def train(args) -> float:
     """Train a probe model and write a loadable checkpoint to ``args.out``."""
     mx.random.seed(args.seed)
     np.random.seed(args.seed)
-    config = probe_config(args.width, args.vision_layers, args.text_layers)
+    config = probe_config(args.width, args.vision_layers, args.text_layers, args.arch)
     trainer = Trainer(config)
     if args.init:
         _init(trainer, args.init)
-    tok = build_tokenizer()
+    if args.init_lm:
+        copied = warmstart.init_language_model(trainer.model, args.init_lm)
+        _log("init-lm", copied=len(copied))
+    tok = build_tokenizer(args.arch)
     out = Path(args.out)
-    write_side_files(out)
+    write_side_files(out, args.arch)
     _log("start", config=config, args=vars(args))
     if args.vision_steps:
         train_vision(trainer, tok, args)
@@ -221,6 +233,16 @@ def configure_parser() -> argparse.ArgumentParser:
     add("--out", default="runs/probe-model", help="checkpoint folder")
     add("--copy-to", default=None, help="also copy the best checkpoint here")
     add("--init", default=None, help="start from a checkpoint or a stage-1 file")
+    add(
+        "--teacher",
+        default=None,
+        help="a trained probe checkpoint whose visual tokens stage 1 also regresses to",
+    )
+    add(
+        "--init-lm",
+        default=None,
+        help="a trained probe checkpoint (any architecture) to start the LM from",
+    )
     add("--seed", type=int, default=0)
     add("--batch", type=int, default=16)
     add("--lr", type=float, default=1e-3)
@@ -244,6 +266,7 @@ def configure_parser() -> argparse.ArgumentParser:
         help="families to train on twice as often (the slow ones)",
     )
     add("--tune-vision", action="store_true", help="train the tower in stage 2 too")
+    add("--arch", default="llava", choices=ARCHS, help="mlx-vlm model type to train")
     add("--width", type=int, default=128)
     add("--vision-layers", type=int, default=2)
     add("--text-layers", type=int, default=3)
@@ -261,9 +284,10 @@ def main(argv=None):
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.vision_steps < 0:
         raise ValueError("--vision-steps must be at least 0")
-    if args.width % 32:
+    step = 64 if args.arch == "qwen2_vl" else 32  # head size (Qwen's tower: half)
+    if args.width % step:
         raise ValueError(
-            f"--width must be a multiple of 32 (head size), got {args.width}"
+            f"--width must be a multiple of {step} (head size), got {args.width}"
         )
     if args.text_layers < 3:
         raise ValueError("--text-layers must be at least 3 (gather, look up, answer)")
