@@ -26,8 +26,8 @@ from .adapters.processors import fix_processor
 from .adapters.scores import method_scores, score_names
 from .config import RestoreConfig
 from .core.api import REDUCERS
-from .core.segments import reduce_segments, whole
 from .core.budget import resolve_budget
+from .core.segments import reduce_segments, whole
 from .core.types import Reduction
 from .presets import get_preset
 from .state import Prompt, RestoreState, reduced_prompt
@@ -366,7 +366,14 @@ def _calibrated(model, adapter, cfg, lay, red, request, segments) -> Prompt:
     sizes = red.sizes[0][mx.array(own)]
     slots = mx.array(index[own].astype(np.int32))
     freqs = adapter.rope_frequencies(model)
-    return reduced_prompt(cfg, lay, mx.array(visual), slots, sizes, freqs, dtype)
+    # The flattened index: where each token sits in the unreduced prompt (original
+    # positions), or in the reduced one (re-indexed), as 1-D RoPE would place it.
+    flat = request.columns
+    if not request.original_positions:
+        flat = mx.arange(lay.input_ids.shape[1], dtype=mx.int32)
+    return reduced_prompt(
+        cfg, lay, mx.array(visual), slots, sizes, freqs, dtype, flat=flat
+    )
 
 
 def _unreduced(state, adapter, sample, image, vision_s) -> PreparedPrompt:
