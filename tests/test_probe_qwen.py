@@ -210,3 +210,39 @@ def test_shipped_qwen_probe_answers_fresh_questions():
     assert model.config.model_type == "qwen2_vl"
     accuracy = answer_accuracy(model, make_set("test", 12345, 25))
     assert min(accuracy.values()) >= 0.9, accuracy
+
+
+def test_count_head_target_sits_on_the_image_tokens():
+    """On Qwen's prompt the count pattern's weight is on the image pads (after the
+    vision start) and its sink at the answer position: the loss equals the
+    cross-entropy against that pattern built from the prompt's own token ids."""
+    from restore_mlx.eval.probe.losses import (
+        Trainer,
+        _layer1_attention,
+        attention_pattern_loss,
+        make_batch,
+    )
+    from restore_mlx.eval.probe.model import probe_config
+    from restore_mlx.eval.probe.targets import ASKED_SHAPE, COUNT_HEAD, COUNT_SINK
+
+    mx.random.seed(1)
+    trainer = Trainer(probe_config(64, 1, 3, "qwen2_vl"))
+    model, tok = trainer.model, build_tokenizer("qwen2_vl")
+    (pix, ids, pos, _, labels, targets), _ = make_batch(
+        tok, "train", 0, 0, 2, (1, MAX_OBJECTS), ("count",), model
+    )
+    feats = visual_features(model, pix)
+    logp = np.asarray(_layer1_attention(trainer, feats, ids, pos)[:, COUNT_HEAD])
+    losses = []
+    for b in range(2):
+        prompt = [model.config.vision_start_token_id] + [-1] * 144 + [0]
+        prompt += ids[b].tolist()
+        image = np.flatnonzero(np.array(prompt) == -1)
+        want = np.zeros(len(prompt))
+        shape = targets[b, ASKED_SHAPE].item()
+        want[image] = np.asarray(labels[b, 1]) == shape
+        want[pos[b].item()] += COUNT_SINK
+        want /= want.sum()
+        losses.append(-(want * np.maximum(logp[b], -1e4)).sum())
+    got = attention_pattern_loss(trainer, feats, ids, pos, labels, targets).item()
+    assert got == pytest.approx(np.mean(losses), rel=1e-4)
