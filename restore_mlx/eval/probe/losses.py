@@ -49,6 +49,8 @@ class LMHeads(nn.Module):
         self.lookup = [nn.Linear(dim, n) for _, n in LOOKUP]
         self.first = [nn.Linear(dim, n) for _, n in FIRST]
         self.gathered = [nn.Linear(dim, n) for _, n in GATHERED]
+        # Row and column of each visual token after layer 1 (``position_loss``).
+        self.where = [nn.Linear(dim, GRID), nn.Linear(dim, GRID)]
 
     def columns(self, states):
         """(group name, head, hidden states [B, D]) in the order of the targets'
@@ -140,11 +142,13 @@ def answer_pass(trainer, feats, ids, pos):
     context = lm_context(model, h)
     at = pos[:, None, None]
     first = question_start(model) + FIRST_POSITION
-    states = {"answer": [], "first": []}
+    v0 = visual_start(model)
+    states = {"answer": [], "first": [], "visual": []}
     for layer in lm.layers:
         h = run_layer(layer, h, context)
         states["answer"].append(_at(h, at)[:, 0])
         states["first"].append(h[:, first])
+        states["visual"].append(h[:, v0 : v0 + feats.shape[1]])
     out = lm.norm(_at(h, mx.stack([pos, pos + 1], axis=1)[:, :, None]))
     return trainer.model.language_model.lm_head(out), states
 
@@ -158,6 +162,16 @@ def lm_aux_loss(trainer, states, targets):
         ce = nn.losses.cross_entropy(f(h), t, reduction="none")
         loss = loss + (ce * used).sum() / mx.maximum(used.sum(), 1)
     return loss
+
+
+def position_loss(trainer, states, labels):
+    """Cross-entropy of the row and column of every visual token read from its state
+    after LM layer 1. A Qwen2-VL tower has relative 2-D RoPE only, so its tokens do not
+    know where they are; the LM must write it from their M-RoPE (h, w) positions
+    before any lookup by cell or answer by place can work."""
+    h = states["visual"][0]
+    heads = trainer.lm_aux.where
+    return _ce(heads[0](h), labels[:, 2]) + _ce(heads[1](h), labels[:, 3])
 
 
 def _layer1_attention(trainer, feats, ids, pos):
@@ -223,10 +237,11 @@ def vision_loss(trainer, pix, ids, pos, answers, labels, targets):
 
 
 def answer_loss(
-    trainer, pix, ids, pos, answers, labels, targets, lm_aux=0.3, tune=False
-):
+    trainer, pix, ids, pos, answers, labels, targets, lm_aux=0.3, tune=False,
+    position_aux=0.0,
+):  # fmt: skip
     """Answer word + 0.1 x end token + ``lm_aux`` x hop targets (+ cell labels if the
-    tower is tuned too)."""
+    tower is tuned too, + ``position_aux`` x ``position_loss``)."""
     feats = visual_features(trainer.model, pix)
     if not tune:
         feats = mx.stop_gradient(feats)
@@ -240,4 +255,6 @@ def answer_loss(
         )
     if tune:
         loss = loss + 0.5 * aux_loss(trainer, feats, labels)
+    if position_aux:
+        loss = loss + position_aux * position_loss(trainer, states, labels)
     return loss

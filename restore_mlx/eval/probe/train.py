@@ -51,9 +51,9 @@ def evaluate(trainer, tok, seed, per_family=48, objects=(2, MAX_OBJECTS)):
     """Validation accuracy per family (argmax over the whole vocabulary), and of the
     hop heads where the question has a target: is a hop learned?"""
     n = per_family * len(FAMILIES)
-    hits = {f: [] for f in (*FAMILIES, "lookup", "first", "gathered")}
+    hits = {f: [] for f in (*FAMILIES, "lookup", "first", "gathered", "where")}
     for start in range(0, n, 64):
-        (pix, ids, pos, answers, _, targets), fams = make_batch(
+        (pix, ids, pos, answers, labels, targets), fams = make_batch(
             tok, "val", seed, start, min(64, n - start), objects, model=trainer.model
         )
         feats = visual_features(trainer.model, pix)
@@ -65,6 +65,10 @@ def evaluate(trainer, tok, seed, per_family=48, objects=(2, MAX_OBJECTS)):
             t = np.asarray(targets[:, col])
             p = np.asarray(mx.argmax(f(h), axis=-1))
             hits[name].extend((p == t)[t > 0].tolist())
+        # Does every visual token know its cell after layer 1 (row and column)?
+        row, col = (mx.argmax(f(states["visual"][0]), -1) for f in trainer.lm_aux.where)
+        where = (row == labels[:, 2]) & (col == labels[:, 3])
+        hits["where"].extend(np.asarray(where).reshape(-1).tolist())
     return {f: float(np.mean(v)) for f, v in hits.items() if v}
 
 
@@ -138,7 +142,12 @@ def train_answers(trainer, tok, args, out: Path, config: dict):
         if "multi_modal_projector" in trainer.model:
             trainer.model.multi_modal_projector.freeze()
         trainer.aux.freeze()
-    loss_fn = partial(answer_loss, lm_aux=args.lm_aux, tune=args.tune_vision)
+    loss_fn = partial(
+        answer_loss,
+        lm_aux=args.lm_aux,
+        tune=args.tune_vision,
+        position_aux=args.position_aux,
+    )
     step = make_step(trainer, opt, loss_fn)
     offset = args.vision_steps * args.vision_batch + 10**7  # fresh examples for stage 2
     best = -1.0
@@ -250,6 +259,12 @@ def configure_parser() -> argparse.ArgumentParser:
     add("--steps", type=int, default=2000, help="stage 2 (answers) steps")
     add("--eval-every", type=int, default=150)
     add("--lm-aux", type=float, default=0.3, help="weight of the hop targets")
+    add(
+        "--position-aux",
+        type=float,
+        default=0.0,
+        help="weight of the row/column targets of visual tokens after LM layer 1",
+    )
     add("--vision-steps", type=int, default=400, help="stage 1 (tower) steps; 0 skips")
     add("--vision-batch", type=int, default=32)
     add("--vision-lr", type=float, default=2e-3)
