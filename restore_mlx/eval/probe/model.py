@@ -28,12 +28,15 @@ _QWEN_END = words("qwen2_vl").index(qwen.VISION_END)
 
 
 def probe_config(
-    width: int = 128, vision_layers: int = 2, text_layers: int = 3, arch="llava"
-) -> dict:
+    width: int = 128, vision_layers: int = 2, text_layers: int = 3, arch="llava",
+    rope_theta=None,
+) -> dict:  # fmt: skip
     """The config.json of a probe model: ``llava`` (CLIP vision tower, llama LM) or
-    ``qwen2_vl`` (Qwen2-VL tower and merger, Qwen2 LM with M-RoPE)."""
+    ``qwen2_vl`` (Qwen2-VL tower and merger, Qwen2 LM with M-RoPE); ``rope_theta``
+    None keeps each architecture's default (1e4 llava, Qwen2-VL's 1e6)."""
     if arch == "qwen2_vl":
-        return qwen.qwen_config(words(arch), width, vision_layers, text_layers)
+        theta = qwen.ROPE_THETA if rope_theta is None else rope_theta
+        return qwen.qwen_config(words(arch), width, vision_layers, text_layers, theta)
     if arch != "llava":
         raise ValueError(
             f"unknown probe architecture {arch!r}; expected one of {ARCHS}"
@@ -56,7 +59,7 @@ def probe_config(
             "num_key_value_heads": width // 32,
             "rms_norm_eps": 1e-5,
             "vocab_size": len(vocab),
-            "rope_theta": 10000.0,
+            "rope_theta": 10000.0 if rope_theta is None else rope_theta,
             "max_position_embeddings": 512,
             "tie_word_embeddings": False,
         },

@@ -31,7 +31,9 @@ MEAN = STD = (0.5, 0.5, 0.5)
 GRID_THW = (1, IMAGE_SIZE // PATCH, IMAGE_SIZE // PATCH)
 
 
-def qwen_config(vocab: list, width=128, vision_layers=2, text_layers=3) -> dict:
+def qwen_config(
+    vocab: list, width=128, vision_layers=2, text_layers=3, rope_theta=ROPE_THETA
+) -> dict:
     """config.json of a Qwen2-VL probe (LM keys at the root, as Qwen2-VL ships them)."""
     return {
         "model_type": "qwen2_vl",
@@ -42,7 +44,7 @@ def qwen_config(vocab: list, width=128, vision_layers=2, text_layers=3) -> dict:
         "num_attention_heads": width // 32,
         "num_key_value_heads": width // 32,
         "rms_norm_eps": 1e-6,
-        "rope_theta": ROPE_THETA,
+        "rope_theta": rope_theta,
         "rope_scaling": {"type": "mrope", "mrope_section": list(MROPE_SECTION)},
         "max_position_embeddings": 512,
         "vocab_size": len(vocab),

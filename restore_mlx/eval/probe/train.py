@@ -214,7 +214,9 @@ def train(args) -> float:
     """Train a probe model and write a loadable checkpoint to ``args.out``."""
     mx.random.seed(args.seed)
     np.random.seed(args.seed)
-    config = probe_config(args.width, args.vision_layers, args.text_layers, args.arch)
+    config = probe_config(
+        args.width, args.vision_layers, args.text_layers, args.arch, args.rope_theta
+    )
     trainer = Trainer(config)
     if args.init:
         _init(trainer, args.init)
@@ -282,6 +284,12 @@ def configure_parser() -> argparse.ArgumentParser:
     )
     add("--tune-vision", action="store_true", help="train the tower in stage 2 too")
     add("--arch", default="llava", choices=ARCHS, help="mlx-vlm model type to train")
+    add(
+        "--rope-theta",
+        type=float,
+        default=None,
+        help="LM RoPE base (default: llava 1e4, qwen2_vl 1e6 as Qwen2-VL)",
+    )
     add("--width", type=int, default=128)
     add("--vision-layers", type=int, default=2)
     add("--text-layers", type=int, default=3)
