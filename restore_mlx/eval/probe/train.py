@@ -5,6 +5,11 @@ heads that read the colour, shape, row and column of the cell under each visual 
 (2) With the tower frozen, the LM learns to answer: loss on the answer word and the end
 token, plus the hop targets of ``targets`` (what was asked, after layer 1; what the
 lookup found, after layer 2), with a curriculum on the number of objects (few first).
+
+``--arch qwen2_vl`` trains the same way with mlx-vlm's Qwen2-VL classes; its tower has
+no absolute positions, so ``--position-aux`` asks the LM to write each visual token's
+row and column from its M-RoPE positions. ``--teacher`` and ``--init-lm`` warm-start
+from a trained probe (``warmstart``).
 """
 
 import argparse
