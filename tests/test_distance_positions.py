@@ -6,7 +6,6 @@ RoPE cosine), not through the library's table helpers, and compared with what th
 prepared prompt applies at every query and key of the prefill.
 """
 
-import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import BUILDERS
