@@ -5,6 +5,10 @@ from typing import Optional
 
 POSITION_RULES = ("median", "first", "mean", "last")
 ANCHOR_RULES = ("reference", "classic")
+# Where the distance bias of an M-RoPE model measures distance: per (t, h, w) axis,
+# each frequency on its own axis, or on the flattened 1-D prompt index with every
+# frequency, as 1-D RoPE would. 1-D RoPE models measure the same way either way.
+DISTANCE_POSITIONS = ("per_axis", "flat")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,14 @@ class RestoreConfig:
     anchor_rule: str = "reference"  # or "classic" density-peak
     position_rule: str = "median"
     uniform_first_layer: bool = True  # layer 0 uses size N/n for every visual token
+    distance_positions: str = "per_axis"  # or "flat" (M-RoPE only; DISTANCE_POSITIONS)
+
+    def __post_init__(self):
+        if self.distance_positions not in DISTANCE_POSITIONS:
+            raise ValueError(
+                f"distance_positions must be one of {DISTANCE_POSITIONS}, "
+                f"got {self.distance_positions!r}"
+            )
 
     def with_(self, **changes) -> "RestoreConfig":
         return replace(self, **changes)

@@ -375,7 +375,14 @@ def _calibrated(model, adapter, cfg, lay, red, request, segments) -> Prompt:
     sizes = red.sizes[0][mx.array(own)]
     slots = mx.array(index[own].astype(np.int32))
     freqs = adapter.rope_frequencies(model)
-    return reduced_prompt(cfg, lay, mx.array(visual), slots, sizes, freqs, dtype)
+    # The flattened index: where each token sits in the unreduced prompt (original
+    # positions), or in the reduced one (re-indexed), as 1-D RoPE would place it.
+    flat = request.columns
+    if not request.original_positions:
+        flat = mx.arange(lay.input_ids.shape[1], dtype=mx.int32)
+    return reduced_prompt(
+        cfg, lay, mx.array(visual), slots, sizes, freqs, dtype, flat=flat
+    )
 
 
 def _reduce_extra(red, encoded, cfg) -> dict:

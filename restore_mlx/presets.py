@@ -23,6 +23,9 @@ VARIANTS = {
         restore=True, **{**_OFF, "size_bias": True, "distance_bias": True}
     ),
     "anchors": dict(restore=True, **{**_OFF, "anchors": True}),
+    # Full RESTORE with the M-RoPE distance bias on the flattened 1-D index (the same
+    # as "restore" on 1-D RoPE models).
+    "flat-distance": dict(restore=True, distance_positions="flat"),
 }
 
 

@@ -98,12 +98,15 @@ class Prompt:
         return self.ids.shape[1]
 
 
-def reduced_prompt(cfg, lay: ReducedLayout, visual, slots, sizes, freqs, dtype):
+def reduced_prompt(
+    cfg, lay: ReducedLayout, visual, slots, sizes, freqs, dtype, flat=None
+):
     """The ``Prompt`` of a reduced request, biases as ``cfg`` switches them.
 
     ``visual`` [P] flags the visual tokens of ``lay.input_ids``; ``slots`` [K] are the
     indices of the reduced ones (the size bias's visual keys) and ``sizes`` [K] their
-    sizes; ``freqs`` the model's ``RopeFrequencies``, ``dtype`` its dtype.
+    sizes; ``freqs`` the model's ``RopeFrequencies``, ``dtype`` its dtype; ``flat`` [P]
+    the 1-D index of every token in the flattened prompt (``bias_positions``).
     """
     P = lay.input_ids.shape[1]
     log_sizes = positions = tables = None
@@ -115,7 +118,7 @@ def reduced_prompt(cfg, lay: ReducedLayout, visual, slots, sizes, freqs, dtype):
         log_sizes = (first, true)
     kinds, of_layer = layer_kinds(freqs)
     if cfg.restore and cfg.distance_bias:
-        positions = lay.bias_positions
+        positions, kinds = bias_positions(cfg, lay, flat, kinds)
         tables = tuple(distance_tables(kind, positions) for kind in kinds)
     calibration = None
     if log_sizes is not None or positions is not None:
@@ -133,6 +136,23 @@ def layer_kinds(freqs) -> tuple:
     if isinstance(freqs, LayerFrequencies):
         return tuple(freqs.kinds), tuple(freqs.of_layer)
     return (freqs,), None
+
+
+def bias_positions(cfg, lay: ReducedLayout, flat, kinds) -> tuple:
+    """(positions, layer kinds' frequencies) the distance bias is measured with.
+
+    The layout's own: [P] for 1-D RoPE, (t, h, w) [3, P] for M-RoPE with each frequency
+    on its axis (``distance_positions="per_axis"``). With ``"flat"`` an M-RoPE prompt
+    is measured on ``flat``, its 1-D flattened index, with every frequency as 1-D RoPE
+    has them: RESTORE's published 1-D form, for comparison.
+    """
+    positions = lay.bias_positions
+    if cfg.distance_positions == "per_axis" or positions.ndim == 1:
+        return positions, kinds
+    if flat is None:
+        raise ValueError("distance_positions='flat' needs the flattened prompt index")
+    flat_kinds = tuple(RopeFrequencies(k.thetas, window=k.window) for k in kinds)
+    return flat.astype(mx.int32), flat_kinds
 
 
 def distance_tables(freqs: RopeFrequencies, positions: mx.array) -> mx.array:

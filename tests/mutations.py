@@ -60,7 +60,7 @@ MUTATIONS = (
         "distance bias at re-indexed positions",
         "restore_mlx/state.py",
         "positions = lay.bias_positions",
-        "positions = mx.broadcast_to(mx.arange(P), lay.bias_positions.shape)",
+        "positions = mx.broadcast_to(\n        mx.arange(lay.input_ids.shape[1]), lay.bias_positions.shape\n    )",
     ),
     Mutation(
         "distance bias dropped",

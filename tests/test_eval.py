@@ -19,7 +19,7 @@ from restore_mlx.eval.probe.metrics import (  # noqa: E402
     normalize_answer,
 )
 
-VARIANTS = {"base", "restore", "positions", "calibration", "anchors"}
+VARIANTS = {"base", "restore", "positions", "calibration", "anchors", "flat-distance"}
 
 
 def test_answer_matching():

@@ -16,6 +16,7 @@ CLAIMS = {
     "positions": {"positions"},
     "calibration": {"size_bias", "distance_bias"},
     "anchors": {"anchors"},
+    "flat-distance": set(PARTS),  # and the distance on the flattened index
 }
 
 
@@ -29,7 +30,10 @@ def test_every_variant_is_claimed():
 
 @pytest.mark.parametrize("variant", sorted(CLAIMS))
 def test_variant_switches(variant):
-    assert parts_on(RestoreConfig(**VARIANTS[variant])) == CLAIMS[variant]
+    config = RestoreConfig(**VARIANTS[variant])
+    assert parts_on(config) == CLAIMS[variant]
+    want = "flat" if variant == "flat-distance" else "per_axis"
+    assert config.distance_positions == want
 
 
 @pytest.mark.parametrize("variant", sorted(CLAIMS))

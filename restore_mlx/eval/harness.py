@@ -8,9 +8,11 @@ hidden state and KL of the next-token distribution against the unreduced prefill
     python -m restore_mlx.eval --model examples/probe-model --samples 25 \\
         --json examples/probe-results/results.json
 
-The default grid (11 methods x 5 variants x 4 budgets + the unreduced model, 221
-prefills per question) takes ~2.3 s per question on a shared 2-core CPU: each image
-goes through the vision tower once per question, not once per configuration.
+The default grid is 11 methods x 6 variants x 4 budgets + the unreduced model (265
+prefills per question; with the first 5 variants, 221 took ~2.3 s per question on a
+shared 2-core CPU): each image goes through the vision tower once per question, not
+once per configuration. Variant "flat-distance" equals "restore" on 1-D RoPE models;
+leave it out there with ``--variants``.
 
 Questions come from the spatial probe's generator (fresh test scenes for ``--seed``) or,
 with ``--data``, from a benchmark JSONL (image, question, answer per line; POPE or

@@ -13,21 +13,22 @@ import json
 
 import numpy as np
 
-from .model import final_hidden, visual_features
+from .model import arch_of, final_hidden, pixel_inputs, visual_features
 from .questions import make_set
 from .scenes import FAMILIES
-from .vocab import build_tokenizer, normalize
+from .vocab import build_tokenizer
 
 
 def answer_accuracy(model, items, batch: int = 64) -> dict:
     """Accuracy per family and overall ("all") of ``model`` on probe ``items``."""
     import mlx.core as mx
 
-    tok = build_tokenizer()
+    arch = arch_of(model)
+    tok = build_tokenizer(arch)
     hits = {}
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
-        pix = mx.array(normalize(np.stack([e.image for e in chunk])))
+        pix = mx.array(pixel_inputs(np.stack([e.image for e in chunk]), arch))
         feats = visual_features(model, pix)
         for i, e in enumerate(chunk):
             ids = mx.array([tok.encode(e.question).ids])

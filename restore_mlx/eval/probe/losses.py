@@ -3,9 +3,22 @@
 import mlx.core as mx
 import numpy as np
 from mlx import nn
-from mlx_vlm.models.base import create_attention_mask
 
-from .model import N_VISUAL, AuxHeads, build_model, visual_features
+from .model import (
+    N_VISUAL,
+    AuxHeads,
+    arch_of,
+    build_model,
+    lm_context,
+    lm_width,
+    pixel_inputs,
+    prompt_embeddings,
+    question_start,
+    rotated_qk,
+    run_layer,
+    visual_features,
+    visual_start,
+)
 from .questions import make_example
 from .scenes import COLORS, FAMILIES, GRID, IMAGE_SIZE, PATCH, SHAPES
 from .targets import (
@@ -21,7 +34,7 @@ from .targets import (
     RELATION_TARGET,
     question_targets,
 )
-from .vocab import EOS, normalize
+from .vocab import EOS
 
 TEXT_LEN = 8  # longest question (6 words) + answer + end token, padded
 
@@ -36,6 +49,8 @@ class LMHeads(nn.Module):
         self.lookup = [nn.Linear(dim, n) for _, n in LOOKUP]
         self.first = [nn.Linear(dim, n) for _, n in FIRST]
         self.gathered = [nn.Linear(dim, n) for _, n in GATHERED]
+        # Row and column of each visual token after layer 1 (``position_loss``).
+        self.where = [nn.Linear(dim, GRID), nn.Linear(dim, GRID)]
 
     def columns(self, states):
         """(group name, head, hidden states [B, D]) in the order of the targets'
@@ -51,12 +66,12 @@ class LMHeads(nn.Module):
 
 
 class Trainer(nn.Module):
-    """The llava model plus its training-only heads, trained as one tree."""
+    """The probe model plus its training-only heads, trained as one tree."""
 
     def __init__(self, config: dict):
         super().__init__()
         self.model = build_model(config)
-        dim = config["text_config"]["hidden_size"]
+        dim = lm_width(config)
         self.aux = AuxHeads(dim)
         self.lm_aux = LMHeads(dim)
 
@@ -77,9 +92,12 @@ def cell_labels(objects) -> np.ndarray:
     return np.stack([color, shape, row, col]).astype(np.int32)
 
 
-def make_batch(tok, split, seed, start, size, objects, families=FAMILIES):
+def make_batch(tok, split, seed, start, size, objects, families=FAMILIES, model=None):
     """Arrays (pixels, ids, answer position, [answer, end], cell labels, question
-    targets) for examples ``start .. start+size`` of ``split``; families cycle."""
+    targets) for examples ``start .. start+size`` of ``split``; families cycle.
+    Pixels and positions are laid out for ``model``'s architecture (default llava)."""
+    arch = "llava" if model is None else arch_of(model)
+    q0 = N_VISUAL if model is None else question_start(model)
     eos = tok.token_to_id(EOS)
     ex = [
         make_example(
@@ -92,11 +110,11 @@ def make_batch(tok, split, seed, start, size, objects, families=FAMILIES):
     for i, e in enumerate(ex):
         q = tok.encode(e.question).ids
         ids[i, : len(q) + 1] = [*q, tok.token_to_id(e.answer)]
-        pos[i] = N_VISUAL + len(q) - 1  # the position that predicts the answer
+        pos[i] = q0 + len(q) - 1  # the position that predicts the answer
     answers = np.array([[tok.token_to_id(e.answer), eos] for e in ex], np.int32)
     labels = np.stack([cell_labels(e.objects) for e in ex])
     targets = np.stack([question_targets(e.question, e.objects) for e in ex])
-    pix = normalize(np.stack([e.image for e in ex]))
+    pix = pixel_inputs(np.stack([e.image for e in ex]), arch)
     arrays = [mx.array(a) for a in (pix, ids, pos, answers, labels, targets)]
     return arrays, [e.family for e in ex]
 
@@ -118,17 +136,19 @@ def answer_pass(trainer, feats, ids, pos):
     """Answer logits [B, 2, V] (answer word, end token) and the hidden states [B, D]
     after every LM layer at the answer position (``states["answer"]``) and at the text
     index of a relation's first colour (``states["first"]``)."""
-    lm = trainer.model.language_model.model
-    emb = lm.embed_tokens(ids)
-    h = mx.concatenate([feats.astype(emb.dtype), emb], axis=1)
-    mask = create_attention_mask(h, None)
+    model = trainer.model
+    lm = model.language_model.model
+    h = prompt_embeddings(model, feats, ids)
+    context = lm_context(model, h)
     at = pos[:, None, None]
-    first = feats.shape[1] + FIRST_POSITION
-    states = {"answer": [], "first": []}
+    first = question_start(model) + FIRST_POSITION
+    v0 = visual_start(model)
+    states = {"answer": [], "first": [], "visual": []}
     for layer in lm.layers:
-        h = layer(h, mask, None)
+        h = run_layer(layer, h, context)
         states["answer"].append(_at(h, at)[:, 0])
         states["first"].append(h[:, first])
+        states["visual"].append(h[:, v0 : v0 + feats.shape[1]])
     out = lm.norm(_at(h, mx.stack([pos, pos + 1], axis=1)[:, :, None]))
     return trainer.model.language_model.lm_head(out), states
 
@@ -144,21 +164,33 @@ def lm_aux_loss(trainer, states, targets):
     return loss
 
 
+def position_loss(trainer, states, labels):
+    """Cross-entropy of the row and column of every visual token read from its state
+    after LM layer 1. A Qwen2-VL tower has relative 2-D RoPE only, so its tokens do not
+    know where they are; the LM must write it from their M-RoPE (h, w) positions
+    before any lookup by cell or answer by place can work."""
+    h = states["visual"][0]
+    heads = trainer.lm_aux.where
+    return _ce(heads[0](h), labels[:, 2]) + _ce(heads[1](h), labels[:, 3])
+
+
 def _layer1_attention(trainer, feats, ids, pos):
     """Log-probabilities [B, H, L] of every layer-1 head's attention at the answer
     position (causal: keys after it get -inf)."""
-    lm = trainer.model.language_model.model
-    layer = lm.layers[0]
+    model = trainer.model
+    layer = model.language_model.model.layers[0]
     attn = layer.self_attn
-    emb = lm.embed_tokens(ids)
-    x = layer.input_layernorm(mx.concatenate([feats.astype(emb.dtype), emb], axis=1))
+    h = prompt_embeddings(model, feats, ids)
+    x = layer.input_layernorm(h)
     B, L, _ = x.shape
 
     def project(proj, n):
-        return attn.rope(proj(x).reshape(B, L, n, -1).transpose(0, 2, 1, 3))
+        return proj(x).reshape(B, L, n, -1).transpose(0, 2, 1, 3)
 
-    q = project(attn.q_proj, attn.n_heads)[mx.arange(B), :, pos][:, :, None]
+    q = project(attn.q_proj, attn.n_heads)
     k = project(attn.k_proj, attn.n_kv_heads)  # [B, H, L, d]
+    q, k = rotated_qk(model, attn, q, k, lm_context(model, h))
+    q = q[mx.arange(B), :, pos][:, :, None]
     logits = (q @ k.transpose(0, 1, 3, 2))[:, :, 0] * attn.scale
     logits = mx.where(mx.arange(L)[None, None] <= pos[:, None, None], logits, -mx.inf)
     return logits - mx.logsumexp(logits, -1, keepdims=True)
@@ -178,18 +210,24 @@ def attention_pattern_loss(trainer, feats, ids, pos, labels, targets):
     the patterns of ``targets``: ``COUNT_HEAD`` on count questions (every token of the
     asked shape, plus the sink), ``RELATION_HEAD`` on relations (the relation word)."""
     B, n_vis = feats.shape[0], feats.shape[1]
-    L = n_vis + ids.shape[1]
+    v0, q0 = visual_start(trainer.model), question_start(trainer.model)
+    L = q0 + ids.shape[1]
     idx = mx.arange(L)[None]
     asked = targets[:, ASKED_SHAPE]
     match = (labels[:, 1] == asked[:, None]) & (asked[:, None] > 0)
     count_want = mx.concatenate(
-        [match.astype(mx.float32), mx.zeros((B, L - n_vis), mx.float32)], axis=1
+        [
+            mx.zeros((B, v0), mx.float32),
+            match.astype(mx.float32),
+            mx.zeros((B, L - v0 - n_vis), mx.float32),
+        ],
+        axis=1,
     )
     count_want = count_want + COUNT_SINK * (idx == pos[:, None])
     logp = _layer1_attention(trainer, feats, ids, pos)
     loss = _pattern_ce(logp[:, COUNT_HEAD], count_want, asked > 0)
     is_relation = targets[:, RELATION_TARGET] > 0
-    rel_want = (idx == n_vis + RELATION_POSITION).astype(mx.float32)
+    rel_want = (idx == q0 + RELATION_POSITION).astype(mx.float32)
     rel_want = mx.broadcast_to(rel_want, (B, L))
     return loss + _pattern_ce(logp[:, RELATION_HEAD], rel_want, is_relation)
 
@@ -199,10 +237,11 @@ def vision_loss(trainer, pix, ids, pos, answers, labels, targets):
 
 
 def answer_loss(
-    trainer, pix, ids, pos, answers, labels, targets, lm_aux=0.3, tune=False
-):
+    trainer, pix, ids, pos, answers, labels, targets, lm_aux=0.3, tune=False,
+    position_aux=0.0,
+):  # fmt: skip
     """Answer word + 0.1 x end token + ``lm_aux`` x hop targets (+ cell labels if the
-    tower is tuned too)."""
+    tower is tuned too, + ``position_aux`` x ``position_loss``)."""
     feats = visual_features(trainer.model, pix)
     if not tune:
         feats = mx.stop_gradient(feats)
@@ -216,4 +255,6 @@ def answer_loss(
         )
     if tune:
         loss = loss + 0.5 * aux_loss(trainer, feats, labels)
+    if position_aux:
+        loss = loss + position_aux * position_loss(trainer, states, labels)
     return loss

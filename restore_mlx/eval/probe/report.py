@@ -2,7 +2,9 @@
 
 from collections import defaultdict
 
-VARIANT_ORDER = ("base", "restore", "positions", "calibration", "anchors")
+VARIANT_ORDER = (
+    "base", "restore", "positions", "calibration", "anchors", "flat-distance",
+)  # fmt: skip
 
 
 def _fmt(v, digits=3):
@@ -106,9 +108,14 @@ def plot(rows, path, n_visual: int, title: str = "") -> None:
     full = [
         r["accuracy"] for r in rows if r["method"] == "none" and r["family"] == "all"
     ]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), sharex=True)
+    present = [v for v in VARIANT_ORDER if any(var == v for _, var in acc)]
+    panels = (*present, "delta")
+    cols = max(3, -(-len(panels) // 2))
+    fig, axes = plt.subplots(2, cols, figsize=(5 * cols, 8.5), sharex=True)
     cmap = plt.get_cmap("tab20")
-    for ax, variant in zip(axes.flat, (*VARIANT_ORDER, "delta")):
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, variant in zip(axes.flat, panels):
         for i, m in enumerate(methods):
             if variant == "delta":
                 base, res = acc.get((m, "base"), {}), acc.get((m, "restore"), {})
@@ -140,8 +147,8 @@ def plot(rows, path, n_visual: int, title: str = "") -> None:
             ax.set_ylim(0, 1.02)
         ax.set_xlabel("kept visual tokens")
         ax.grid(alpha=0.3)
-    axes.flat[0].set_ylabel("accuracy")
-    axes.flat[3].set_ylabel("accuracy")
+    axes[0, 0].set_ylabel("accuracy")
+    axes[1, 0].set_ylabel("accuracy")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(
         handles, labels, loc="lower center", ncol=min(12, len(labels)), fontsize=8

@@ -5,6 +5,11 @@ heads that read the colour, shape, row and column of the cell under each visual 
 (2) With the tower frozen, the LM learns to answer: loss on the answer word and the end
 token, plus the hop targets of ``targets`` (what was asked, after layer 1; what the
 lookup found, after layer 2), with a curriculum on the number of objects (few first).
+
+``--arch qwen2_vl`` trains the same way with mlx-vlm's Qwen2-VL classes; its tower has
+no absolute positions, so ``--position-aux`` asks the LM to write each visual token's
+row and column from its M-RoPE positions. ``--teacher`` and ``--init-lm`` warm-start
+from a trained probe (``warmstart``).
 """
 
 import argparse
@@ -20,9 +25,11 @@ import numpy as np
 from mlx import nn
 from mlx.utils import tree_flatten
 
-from .losses import Trainer, answer_loss, answer_pass, make_batch, vision_loss
-from .model import probe_config, save_checkpoint, visual_features
+from . import warmstart
+from .losses import Trainer, answer_loss, make_batch, vision_loss
+from .model import ARCHS, probe_config, save_checkpoint
 from .scenes import FAMILIES, MAX_OBJECTS
+from .validation import aux_accuracy, evaluate
 from .vocab import build_tokenizer, write_side_files
 
 
@@ -46,27 +53,6 @@ def schedule(lr, steps, warmup):
     return optim.join_schedules([warm, cos], [warmup])
 
 
-def evaluate(trainer, tok, seed, per_family=48, objects=(2, MAX_OBJECTS)):
-    """Validation accuracy per family (argmax over the whole vocabulary), and of the
-    hop heads where the question has a target: is a hop learned?"""
-    n = per_family * len(FAMILIES)
-    hits = {f: [] for f in (*FAMILIES, "lookup", "first", "gathered")}
-    for start in range(0, n, 64):
-        (pix, ids, pos, answers, _, targets), fams = make_batch(
-            tok, "val", seed, start, min(64, n - start), objects
-        )
-        feats = visual_features(trainer.model, pix)
-        logits, states = answer_pass(trainer, feats, ids, pos)
-        pred = mx.argmax(logits[:, 0], axis=-1)
-        for f, ok in zip(fams, (pred == answers[:, 0]).tolist()):
-            hits[f].append(ok)
-        for col, (name, f, h) in enumerate(trainer.lm_aux.columns(states)):
-            t = np.asarray(targets[:, col])
-            p = np.asarray(mx.argmax(f(h), axis=-1))
-            hits[name].extend((p == t)[t > 0].tolist())
-    return {f: float(np.mean(v)) for f, v in hits.items() if v}
-
-
 def objects_at(step, steps, curriculum=True):
     """Curriculum on the object count: 1-2, then 1-4, then the full 1-6."""
     if not curriculum:
@@ -84,15 +70,20 @@ def _log(msg, **fields):
 
 
 def train_vision(trainer, tok, args):
-    """Stage 1: tower + projector + per-token auxiliary heads only."""
+    """Stage 1: tower + projector + per-token auxiliary heads only (+ the teacher's
+    tokens as targets with ``--teacher``)."""
     trainer.model.language_model.freeze()
     opt = optim.AdamW(
         schedule(args.vision_lr, args.vision_steps, 50), weight_decay=0.01
     )
-    step = make_step(trainer, opt, vision_loss)
+    teacher = warmstart.load_teacher(args.teacher) if args.teacher else None
+    step = make_step(trainer, opt, warmstart.teacher_loss if teacher else vision_loss)
     bs = args.vision_batch
     for s in range(args.vision_steps):
-        batch, _ = make_batch(tok, "train", args.seed, s * bs, bs, (1, MAX_OBJECTS))
+        where = (tok, "train", args.seed, s * bs, bs, (1, MAX_OBJECTS))
+        batch, _ = make_batch(*where, model=trainer.model)
+        if teacher is not None:
+            batch.append(warmstart.teacher_features(teacher, *where))
         loss = step(*batch)
         mx.eval(loss)
         if s % 25 == 0 or s == args.vision_steps - 1:
@@ -102,34 +93,21 @@ def train_vision(trainer, tok, args):
     trainer.model.language_model.unfreeze()
 
 
-def aux_accuracy(trainer, tok, seed, n=64):
-    """Per-token accuracy of the cell heads on validation scenes, and per cell by
-    majority vote over the cell's 3 x 3 tokens (shape needs the neighbours)."""
-    (pix, _, _, _, labels, _), _ = make_batch(tok, "val", seed, 0, n, (1, MAX_OBJECTS))
-    heads = trainer.aux(visual_features(trainer.model, pix))
-    out = {}
-    for i, (k, h) in enumerate(zip(("color", "shape", "row", "col"), heads)):
-        pred = mx.argmax(h, -1)
-        out[k] = round((pred == labels[:, i]).mean().item(), 4)
-        if k in ("color", "shape"):
-            votes = np.asarray(pred).reshape(n, 4, 3, 4, 3).transpose(0, 1, 3, 2, 4)
-            truth = np.asarray(labels[:, i]).reshape(n, 4, 3, 4, 3)[:, :, 0, :, 0]
-            flat = votes.reshape(n, 4, 4, 9)
-            major = np.apply_along_axis(lambda v: np.bincount(v).argmax(), -1, flat)
-            obj = truth > 0  # empty cells are most cells and easy: score objects only
-            out[k + "_object"] = round(float((major == truth)[obj].mean()), 4)
-    return out
-
-
 def train_answers(trainer, tok, args, out: Path, config: dict):
     """Stage 2: answer loss + hop targets, object-count curriculum; the tower is frozen
     unless ``--tune-vision``. Saves the best full-curriculum checkpoint."""
     opt = optim.AdamW(schedule(args.lr, args.steps, args.warmup), weight_decay=0.01)
     if not args.tune_vision:
-        trainer.model.vision_tower.freeze()
-        trainer.model.multi_modal_projector.freeze()
+        trainer.model.vision_tower.freeze()  # Qwen's merger is part of the tower
+        if "multi_modal_projector" in trainer.model:
+            trainer.model.multi_modal_projector.freeze()
         trainer.aux.freeze()
-    loss_fn = partial(answer_loss, lm_aux=args.lm_aux, tune=args.tune_vision)
+    loss_fn = partial(
+        answer_loss,
+        lm_aux=args.lm_aux,
+        tune=args.tune_vision,
+        position_aux=args.position_aux,
+    )
     step = make_step(trainer, opt, loss_fn)
     offset = args.vision_steps * args.vision_batch + 10**7  # fresh examples for stage 2
     best = -1.0
@@ -139,7 +117,7 @@ def train_answers(trainer, tok, args, out: Path, config: dict):
         objects = objects_at(s, args.steps, not args.no_curriculum)
         start = offset + s * args.batch
         batch, _ = make_batch(
-            tok, "train", args.seed, start, args.batch, objects, families
+            tok, "train", args.seed, start, args.batch, objects, families, trainer.model
         )
         loss = step(*batch)
         mx.eval(loss)
@@ -196,13 +174,18 @@ def train(args) -> float:
     """Train a probe model and write a loadable checkpoint to ``args.out``."""
     mx.random.seed(args.seed)
     np.random.seed(args.seed)
-    config = probe_config(args.width, args.vision_layers, args.text_layers)
+    config = probe_config(
+        args.width, args.vision_layers, args.text_layers, args.arch, args.rope_theta
+    )
     trainer = Trainer(config)
     if args.init:
         _init(trainer, args.init)
-    tok = build_tokenizer()
+    if args.init_lm:
+        copied = warmstart.init_language_model(trainer.model, args.init_lm)
+        _log("init-lm", copied=len(copied))
+    tok = build_tokenizer(args.arch)
     out = Path(args.out)
-    write_side_files(out)
+    write_side_files(out, args.arch)
     _log("start", config=config, args=vars(args))
     if args.vision_steps:
         train_vision(trainer, tok, args)
@@ -221,6 +204,16 @@ def configure_parser() -> argparse.ArgumentParser:
     add("--out", default="runs/probe-model", help="checkpoint folder")
     add("--copy-to", default=None, help="also copy the best checkpoint here")
     add("--init", default=None, help="start from a checkpoint or a stage-1 file")
+    add(
+        "--teacher",
+        default=None,
+        help="a trained probe checkpoint whose visual tokens stage 1 also regresses to",
+    )
+    add(
+        "--init-lm",
+        default=None,
+        help="a trained probe checkpoint (any architecture) to start the LM from",
+    )
     add("--seed", type=int, default=0)
     add("--batch", type=int, default=16)
     add("--lr", type=float, default=1e-3)
@@ -228,6 +221,12 @@ def configure_parser() -> argparse.ArgumentParser:
     add("--steps", type=int, default=2000, help="stage 2 (answers) steps")
     add("--eval-every", type=int, default=150)
     add("--lm-aux", type=float, default=0.3, help="weight of the hop targets")
+    add(
+        "--position-aux",
+        type=float,
+        default=0.0,
+        help="weight of the row/column targets of visual tokens after LM layer 1",
+    )
     add("--vision-steps", type=int, default=400, help="stage 1 (tower) steps; 0 skips")
     add("--vision-batch", type=int, default=32)
     add("--vision-lr", type=float, default=2e-3)
@@ -244,6 +243,13 @@ def configure_parser() -> argparse.ArgumentParser:
         help="families to train on twice as often (the slow ones)",
     )
     add("--tune-vision", action="store_true", help="train the tower in stage 2 too")
+    add("--arch", default="llava", choices=ARCHS, help="mlx-vlm model type to train")
+    add(
+        "--rope-theta",
+        type=float,
+        default=None,
+        help="LM RoPE base (default: llava 1e4, qwen2_vl 1e6 as Qwen2-VL)",
+    )
     add("--width", type=int, default=128)
     add("--vision-layers", type=int, default=2)
     add("--text-layers", type=int, default=3)
@@ -261,9 +267,10 @@ def main(argv=None):
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.vision_steps < 0:
         raise ValueError("--vision-steps must be at least 0")
-    if args.width % 32:
+    step = 64 if args.arch == "qwen2_vl" else 32  # head size (Qwen's tower: half)
+    if args.width % step:
         raise ValueError(
-            f"--width must be a multiple of 32 (head size), got {args.width}"
+            f"--width must be a multiple of {step} (head size), got {args.width}"
         )
     if args.text_layers < 3:
         raise ValueError("--text-layers must be at least 3 (gather, look up, answer)")
