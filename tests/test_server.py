@@ -5,17 +5,12 @@ tiny Qwen2-VL checkpoint (restore_mlx.bench.checkpoints) covers M-RoPE.
 """
 
 import base64
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from restore_mlx.bench import server as bench_server
 from restore_mlx.bench.checkpoints import write_checkpoint, write_image
 
 openai = pytest.importorskip("openai")
@@ -25,36 +20,18 @@ PROBE = ROOT / "examples" / "probe-model"
 SCENE = ROOT / "examples" / "probe-scene.png"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Server(bench_server.Server):
+    """The benchmark's server subprocess, with an OpenAI client and a few questions."""
 
-
-class Server:
     def __init__(self, model, *flags, **env):
-        self.model, self.port = str(model), free_port()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
-        cmd = [sys.executable, "-m", "restore_mlx.server", "--model", self.model,
-               "--host", "127.0.0.1", "--port", str(self.port), *flags]  # fmt: skip
-        # The log goes to a file: a pipe nobody reads fills up (64 KiB of request
-        # logs) and then blocks the server's event loop on its next log line.
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log
-        )
+        super().__init__(model, flags, env=env)
         self.client = openai.OpenAI(
             base_url=f"http://127.0.0.1:{self.port}/v1", api_key="none", max_retries=0
         )
-        for _ in range(240):  # bounded: at most 60 s to load
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.log_tail())
-            try:
-                self.client.models.list()
-                return
-            except openai.APIConnectionError:
-                time.sleep(0.25)
-        raise RuntimeError("server did not start:\n" + self.log_tail())
+        try:
+            self.wait_ready(timeout_s=60)
+        except RuntimeError:
+            raise RuntimeError("server did not start:\n" + self.log_tail()) from None
 
     def log_tail(self, chars=3000) -> str:
         self.log.seek(0)
@@ -70,15 +47,6 @@ class Server:
             model=self.model, messages=messages, max_tokens=6, temperature=0.0,
             extra_body=extra, **options,
         )  # fmt: skip
-
-    def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")

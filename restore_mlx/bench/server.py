@@ -59,7 +59,7 @@ def configure_parser() -> argparse.ArgumentParser:
 class Server:
     """A ``restore_mlx.server`` subprocess on a free loopback port."""
 
-    def __init__(self, model, flags=(), log_dir=None):
+    def __init__(self, model, flags=(), log_dir=None, env=None):
         with socket.socket() as s:
             s.bind((HOST, 0))
             self.port = s.getsockname()[1]
@@ -69,7 +69,8 @@ class Server:
         )
         cmd = [sys.executable, "-m", "restore_mlx.server", "--model", str(model),
                "--host", HOST, "--port", str(self.port), *flags]  # fmt: skip
-        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+        offline = os.environ.get("HF_HUB_OFFLINE", "1")
+        env = {**os.environ, "HF_HUB_OFFLINE": offline, **(env or {})}
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.log
         )
