@@ -1,7 +1,7 @@
 """An independent reference for RESTORE's calibrated attention, at model level.
 
 Nothing here imports restore_mlx's calibration or mask code: the bias is computed in
-numpy from the formulas (DESIGN.md section 1), the RoPE rotation angles are read from the
+numpy from the formulas (Package.md: RESTORE, calibration), the RoPE rotation angles are read from the
 model's own rotary module, and the unpatched mlx-vlm decoder layers run one by one with
 an explicit additive mask each.
 

@@ -1,6 +1,6 @@
 """Ratios, target checks, the markdown table and the plot of ``restore_mlx.bench``.
 
-Targets (issue 5), each checked per reduced row of a model:
+Targets, each checked per reduced row of a model:
 
 - prefill: LM prefill at kept fraction r within 10% of the unreduced prefill (the
   keep-1.0 row, measured the same way) scaled by the prompt length (text + kept tokens
