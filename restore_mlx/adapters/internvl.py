@@ -14,11 +14,16 @@ plan's mask; the language model drops the caller's mask and builds its own.
 
 import mlx.core as mx
 
-from ..core import calibration as cal
 from ..core.types import Segment
 from ..errors import UnsupportedMethod
 from .contract import ReducedLayout, RopeFrequencies, VisionOutput
-from .llava import first_layer_input, full_positions, positioned_layout, token_runs
+from .llava import (
+    first_layer_input,
+    full_positions,
+    nn_rope_frequencies,
+    positioned_layout,
+    token_runs,
+)
 from .patching import (
     attend,
     language_layers,
@@ -72,8 +77,7 @@ layers = language_layers
 
 def rope_frequencies(model) -> RopeFrequencies:
     """The LM's 1-D RoPE frequencies (``rotary_emb``), linear scaling folded in."""
-    rope = layers(model)[0].self_attn.rotary_emb
-    return RopeFrequencies(cal.rope_thetas(rope.dims, rope.base, scale=rope.scale))
+    return nn_rope_frequencies(layers(model)[0].self_attn.rotary_emb)
 
 
 def image_spans(model, input_ids):

@@ -15,7 +15,6 @@ convolution caches have none). Positions, layout and decode shift are llava's.
 
 import mlx.core as mx
 
-from ..core import calibration as cal
 from ..errors import UnsupportedMethod
 from . import llava
 from .contract import RopeFrequencies, VisionOutput
@@ -70,8 +69,7 @@ unpatch = unpatch_language_model
 
 def rope_frequencies(model) -> RopeFrequencies:
     """The attention layers' 1-D RoPE frequencies."""
-    rope = attention_layers(layers(model))[0].self_attn.rope
-    return RopeFrequencies(cal.rope_thetas(rope.dims, rope.base, scale=rope.scale))
+    return llava.nn_rope_frequencies(attention_layers(layers(model))[0].self_attn.rope)
 
 
 def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:

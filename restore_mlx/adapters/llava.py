@@ -36,7 +36,11 @@ layers = language_layers
 
 def rope_frequencies(model) -> RopeFrequencies:
     """The LM's 1-D RoPE frequencies, linear scaling folded in."""
-    rope = layers(model)[0].self_attn.rope
+    return nn_rope_frequencies(layers(model)[0].self_attn.rope)
+
+
+def nn_rope_frequencies(rope) -> RopeFrequencies:
+    """The frequencies of an ``nn.RoPE`` (1-D), its linear scaling folded in."""
     return RopeFrequencies(cal.rope_thetas(rope.dims, rope.base, scale=rope.scale))
 
 

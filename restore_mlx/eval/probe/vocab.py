@@ -25,41 +25,36 @@ SPECIALS = (PAD, EOS, UNK, IMAGE)
 MEAN = STD = (0.5, 0.5, 0.5)
 # The prompt the probe was trained on: the image, then the question, nothing else.
 PROMPT_FORMAT = IMAGE + "{question}"
+
+
 # mlx-vlm formats prompts with the checkpoint's chat template; this one renders a user
 # turn as PROMPT_FORMAT (image first, whatever order mlx-vlm lists the parts in) and
 # drops other roles. An image token already in the text is not added twice.
-CHAT_TEMPLATE = (
-    "{%- for m in messages -%}{%- if m['role'] == 'user' -%}"
-    "{%- if m['content'] is string -%}{{ m['content'] }}{%- else -%}"
-    "{%- set ns = namespace(text='', images=0) -%}"
-    "{%- for c in m['content'] -%}"
-    "{%- if c['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}"
-    "{%- elif c['type'] == 'text' -%}{%- set ns.text = ns.text + c['text'] -%}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if ns.images > 0 and '"
-    + IMAGE
-    + "' not in ns.text -%}"
-    + IMAGE
-    + "{%- endif -%}"
-    "{{ ns.text }}{%- endif -%}{%- endif -%}{%- endfor -%}"
-)
+def _chat_template(present: str, images: str) -> str:
+    """A chat template that renders a user turn as its images then its text, drops
+    other roles, and adds the images only when the text lacks ``present``
+    (``images`` is Jinja that may read ``ns.images``, the turn's image count)."""
+    return (
+        "{%- for m in messages -%}{%- if m['role'] == 'user' -%}"
+        "{%- if m['content'] is string -%}{{ m['content'] }}{%- else -%}"
+        "{%- set ns = namespace(text='', images=0) -%}"
+        "{%- for c in m['content'] -%}"
+        "{%- if c['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}"
+        "{%- elif c['type'] == 'text' -%}{%- set ns.text = ns.text + c['text'] -%}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if " + present + " -%}" + images + "{%- endif -%}"
+        "{{ ns.text }}{%- endif -%}{%- endif -%}{%- endfor -%}"
+    )
+
+
+CHAT_TEMPLATE = _chat_template(f"ns.images > 0 and '{IMAGE}' not in ns.text", IMAGE)
 # The same for qwen2_vl, one vision block per image: what mlx-vlm's Qwen2-VL processor
 # expands into 144 image pads and ``get_rope_index`` reads.
 QWEN_IMAGE = qwen.VISION_START + qwen.IMAGE_PAD + qwen.VISION_END
-QWEN_CHAT_TEMPLATE = (
-    "{%- for m in messages -%}{%- if m['role'] == 'user' -%}"
-    "{%- if m['content'] is string -%}{{ m['content'] }}{%- else -%}"
-    "{%- set ns = namespace(text='', images=0) -%}"
-    "{%- for c in m['content'] -%}"
-    "{%- if c['type'] == 'image' -%}{%- set ns.images = ns.images + 1 -%}"
-    "{%- elif c['type'] == 'text' -%}{%- set ns.text = ns.text + c['text'] -%}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if '" + qwen.IMAGE_PAD + "' not in ns.text -%}"
-    "{%- for i in range(ns.images) -%}" + QWEN_IMAGE + "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{ ns.text }}{%- endif -%}{%- endif -%}{%- endfor -%}"
+QWEN_CHAT_TEMPLATE = _chat_template(
+    f"'{qwen.IMAGE_PAD}' not in ns.text",
+    "{%- for i in range(ns.images) -%}" + QWEN_IMAGE + "{%- endfor -%}",
 )
 
 
