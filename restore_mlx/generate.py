@@ -92,11 +92,18 @@ def overlay_paths(path, count: int) -> list:
     return [p.with_name(f"{p.stem}-{i + 1}{p.suffix}") for i in range(count)]
 
 
-def _save_overlays(path, pictures, processor, prepared, model) -> None:
+def _save_overlays(
+    path, pictures, processor, prepared, model, resize_shape=None
+) -> None:
     """One overlay per image, each showing that image's tokens and groups: every view
     over the region of the picture it covers (``segment_boxes`` of the model's
     adapter: tiles over their cells, a single view over all of it), a downscaled view
-    of the whole picture (thumbnail, global or base image) on a panel to the right."""
+    of the whole picture (thumbnail, global or base image) on a panel to the right.
+    ``resize_shape``: the --resize-shape the pictures went to the processor with."""
+    from mlx_vlm.generate.dispatch import normalize_resize_shape
+    from mlx_vlm.utils import process_image
+
+    resize_shape = normalize_resize_shape(resize_shape)
     if prepared is None or prepared.reduction is None:
         print("Nothing was reduced: no overlay written.", file=sys.stderr)
         return
@@ -108,7 +115,9 @@ def _save_overlays(path, pictures, processor, prepared, model) -> None:
         mine = [s for s in prepared.segments if s.image == i]
         view = model_view(pictures[i], view_of)
         panels = {False: [], True: []}
-        for placed in adapter.segment_boxes(model, processor, pictures[i], mine):
+        # The tiling follows the picture as the processor received it.
+        seen = process_image(pictures[i], resize_shape, view_of)
+        for placed in adapter.segment_boxes(model, processor, seen, mine):
             segment = placed.segment
             local = labels[segment.indices()]
             first = int(local.min())
@@ -187,7 +196,8 @@ def _main(args) -> None:
     stats.preset = preset if prepared is not None else None
     print(format_stats(stats, _label(config, preset)))
     if args.overlay:
-        _save_overlays(args.overlay, pictures, processor, prepared, model)
+        resize = generation_kwargs(args).get("resize_shape")
+        _save_overlays(args.overlay, pictures, processor, prepared, model, resize)
     if args.stats_json:
         write_json_atomic(args.stats_json, asdict(stats))
 

@@ -128,3 +128,21 @@ def test_a_kept_token_is_outlined_in_its_own_cell_of_its_own_tile(tmp_path):
     ys, xs = np.nonzero(green)
     # Tile 1 is the right half (128 px, 4 x 4 cells of 32 px): cell (2, 1).
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (160, 191, 64, 95)
+
+
+def test_tiles_follow_the_picture_as_resized_for_the_processor(tmp_path):
+    """--resize-shape 70 shrinks a 384 x 192 picture to 70 x 35 before LFM2-VL's
+    processor: 2 x 1 tiles + thumbnail instead of 4 x 2; the overlay places those."""
+    from PIL import Image
+
+    model, processor = load(str(write_checkpoint("lfm2_vl", tmp_path / "hf")))
+    ri.apply(model, method="divprune", keep=0.5)
+    prompt = _format_prompt(processor, model, ["what color ?"], None, 1)
+    picture = _picture(tmp_path, 384, 192)
+    prepared = ri.prepare_inputs(
+        model, processor, prompt, [picture], resize_shape=(70, 70)
+    )
+    assert len(prepared.segments) == 3
+    _save_overlays(tmp_path / "o.png", [picture], processor, prepared, model, [70])
+    drawn = np.asarray(Image.open(tmp_path / "o.png"))
+    assert drawn.shape[0] > 192
