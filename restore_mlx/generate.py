@@ -38,7 +38,7 @@ from .generate_args import (
 from .generation import generate, stream_generate  # noqa: F401 (library API)
 from .integration import apply
 from .measure import format_stats, measured_generate
-from .overlay import WHOLE, model_view, render_tiled, token_grid
+from .overlay import model_view, render_tiled, token_grid
 
 
 def _format_prompt(processor, model, prompt, system, num_images):
@@ -92,39 +92,40 @@ def overlay_paths(path, count: int) -> list:
     return [p.with_name(f"{p.stem}-{i + 1}{p.suffix}") for i in range(count)]
 
 
-def _save_overlays(path, pictures, processor, prepared, model=None) -> None:
-    """One overlay per image, each showing that image's tokens and groups; a tiled
-    image shows every tile over the region of the picture it covers."""
+def _save_overlays(
+    path, pictures, processor, prepared, model, resize_shape=None
+) -> None:
+    """One overlay per image, each showing that image's tokens and groups: every view
+    over the region of the picture it covers (``segment_boxes`` of the model's
+    adapter: tiles over their cells, a single view over all of it), a downscaled view
+    of the whole picture (thumbnail, global or base image) on a panel to the right.
+    ``resize_shape``: the --resize-shape the pictures went to the processor with."""
+    from mlx_vlm.generate.dispatch import normalize_resize_shape
+    from mlx_vlm.utils import process_image
+
+    resize_shape = normalize_resize_shape(resize_shape)
     if prepared is None or prepared.reduction is None:
         print("Nothing was reduced: no overlay written.", file=sys.stderr)
         return
     r = prepared.reduction
     labels, merged = np.array(r.assignment[0]), r.merged[0].tolist()
     view_of = getattr(processor, "image_processor", None)
+    adapter = adapter_for(model)
     for i, out in enumerate(overlay_paths(path, len(pictures))):
         mine = [s for s in prepared.segments if s.image == i]
         view = model_view(pictures[i], view_of)
-        parts = []
-        for segment, box in _placed(model, processor, view, mine):
+        panels = {False: [], True: []}
+        # The tiling follows the picture as the processor received it.
+        seen = process_image(pictures[i], resize_shape, view_of)
+        for placed in adapter.segment_boxes(model, processor, seen, mine):
+            segment = placed.segment
             local = labels[segment.indices()]
             first = int(local.min())
             grid = segment.grid or token_grid(segment.length)
             flags = merged[first : int(local.max()) + 1]
-            parts.append((local - first, flags, grid, box))
-        write_atomic(
-            Path(out),
-            lambda f: render_tiled(view, parts).save(f, format="PNG"),
-            binary=True,
-        )
-
-
-def _placed(model, processor, picture, segments) -> list:
-    """[(segment, box)] to draw for one image: the adapter's placement of its tiles
-    where it has one, else its first reducible segment over the whole picture."""
-    place = getattr(adapter_for(model), "overlay_boxes", None) if model else None
-    if place is not None:
-        return place(model, processor, picture.size, segments)
-    return [([s for s in segments if s.reducible][0], WHOLE)]
+            panels[placed.overview].append((local - first, flags, grid, placed.box))
+        picture = render_tiled(view, panels[False], overview=panels[True])
+        write_atomic(Path(out), lambda f: picture.save(f, format="PNG"), binary=True)
 
 
 def _show_request(images, prompt) -> None:
@@ -195,7 +196,8 @@ def _main(args) -> None:
     stats.preset = preset if prepared is not None else None
     print(format_stats(stats, _label(config, preset)))
     if args.overlay:
-        _save_overlays(args.overlay, pictures, processor, prepared, model)
+        resize = generation_kwargs(args).get("resize_shape")
+        _save_overlays(args.overlay, pictures, processor, prepared, model, resize)
     if args.stats_json:
         write_json_atomic(args.stats_json, asdict(stats))
 

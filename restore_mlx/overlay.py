@@ -3,8 +3,12 @@
 Kept tokens (chosen by the base reducer, one patch each) get a green outline; merged
 groups get a light tint, one colour per group, and an outline in that colour where
 neighbouring patches belong to another group. The tint is light so the picture stays
-readable under it; a legend below the picture says what the marks mean. Pure
-functions of the image and the reduction's bookkeeping.
+readable under it; a legend below the picture says what the marks mean. A tiled
+image's tiles are each drawn over the region of the picture they were cut from (the
+adapter's ``segment_boxes``); its downscaled view of the whole picture (thumbnail,
+global image, AnyRes base image) is drawn on a second copy of the picture, a panel to
+the right, where it hides no tile. Pure functions of the image and the reduction's
+bookkeeping.
 """
 
 import colorsys
@@ -53,17 +57,40 @@ def render_overlay(image, assignment, merged, grid, min_cell_px: int = 16):
 
 
 WHOLE = (0.0, 0.0, 1.0, 1.0)
+# The legend's note under an overlay that has an overview panel.
+OVERVIEW_NOTE = "right: the model's downscaled view of the whole picture"
+PANEL_GAP = 8
 
 
-def render_tiled(image, parts, min_cell_px: int = 16):
+def render_tiled(image, parts, min_cell_px: int = 16, overview=()):
     """The overlay of an image reduced in several parts (tiles), each drawn over the
     region of the picture it covers, with one legend for all: a new RGB image.
 
     ``parts``: [(assignment [n], merged [m], grid (rows, cols), box)] where ``box`` is
     the (left, top, right, bottom) fractions of the picture the part's grid covers, and
-    each part's assignment indexes its own ``merged``. The picture is upscaled so that
-    every cell of every part is at least ``min_cell_px`` pixels.
+    each part's assignment indexes its own ``merged``. ``overview``: parts of the same
+    form for a downscaled view of the whole picture (a thumbnail, a global image),
+    drawn on a second copy of the picture to the right, so they hide no tile. Each
+    panel is upscaled so that every cell of its parts is at least ``min_cell_px``.
     """
+    panels = [draw_parts(image, parts, min_cell_px)]
+    if overview:
+        panels.append(draw_parts(image, overview, min_cell_px))
+    kept = groups = 0
+    colors = []
+    for assignment, merged, _, _ in list(parts) + list(overview):
+        merged = np.asarray(merged).reshape(-1).astype(bool)
+        used = np.unique(np.asarray(assignment).reshape(-1))
+        kept += int((~merged[used]).sum())
+        groups += int(merged[used].sum())
+        colors.extend(group_colors(merged.size)[used[merged[used]]])
+    note = OVERVIEW_NOTE if overview else None
+    return add_legend(side_by_side(panels), kept, groups, np.asarray(colors[:3]), note)
+
+
+def draw_parts(image, parts, min_cell_px: int = 16):
+    """The picture, upscaled by the smallest integer that gives every cell of every
+    part ``min_cell_px`` pixels, with each part drawn over its box (no legend)."""
     from PIL import Image
 
     scale = 1
@@ -73,8 +100,6 @@ def render_tiled(image, parts, min_cell_px: int = 16):
     canvas = image.convert("RGB").resize(
         (image.width * scale, image.height * scale), Image.NEAREST
     )
-    kept = groups = 0
-    colors = []
     for assignment, merged, grid, (x0, y0, x1, y1) in parts:
         box = tuple(
             round(v * n)
@@ -82,12 +107,21 @@ def render_tiled(image, parts, min_cell_px: int = 16):
         )
         crop = canvas.crop(box)
         canvas.paste(draw_reduction(crop, assignment, merged, grid, 1), box[:2])
-        merged = np.asarray(merged).reshape(-1).astype(bool)
-        used = np.unique(np.asarray(assignment).reshape(-1))
-        kept += int((~merged[used]).sum())
-        groups += int(merged[used].sum())
-        colors.extend(group_colors(merged.size)[used[merged[used]]])
-    return add_legend(canvas, kept, groups, np.asarray(colors[:3]))
+    return canvas
+
+
+def side_by_side(panels):
+    """``panels`` (PIL images) left to right, top-aligned, ``PANEL_GAP`` apart, on
+    the legend's background."""
+    from PIL import Image
+
+    width = sum(p.width for p in panels) + PANEL_GAP * (len(panels) - 1)
+    canvas = Image.new("RGB", (width, max(p.height for p in panels)), LEGEND_BACKGROUND)
+    x = 0
+    for panel in panels:
+        canvas.paste(panel, (x, 0))
+        x += panel.width + PANEL_GAP
+    return canvas
 
 
 def draw_reduction(image, assignment, merged, grid, min_cell_px: int = 16):
@@ -146,14 +180,15 @@ def legend_lines(kept: int, groups: int) -> tuple:
     )
 
 
-def add_legend(picture, kept: int, groups: int, colors):
+def add_legend(picture, kept: int, groups: int, colors, note=None):
     """``picture`` with a legend strip below it: a green-outlined swatch for kept
-    tokens, swatches in the first group colours for merged groups. The canvas widens
-    (white on the right) when the legend is wider than a small picture."""
+    tokens, swatches in the first group colours for merged groups, then ``note`` (a
+    line of text) if given. The canvas widens (white on the right) when the legend is
+    wider than a small picture."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
-    lines = legend_lines(kept, groups)
+    lines = legend_lines(kept, groups) + ((note,) if note else ())
     probe = ImageDraw.Draw(picture)
     boxes = [probe.textbbox((0, 0), line, font=font) for line in lines]
     row_h = max(LEGEND_SWATCH, *(b[3] - b[1] for b in boxes)) + LEGEND_PAD

@@ -92,12 +92,13 @@ def test_internvl_tiles_map_back_onto_their_regions_of_the_picture():
 
     model, sample = BUILDERS["internvl_chat"]()
     out = internvl.encode(model, sample["pixel_values"], sample)
-    # A 2:1 picture is cut into 2 x 1 tiles (+ the thumbnail, not drawn).
-    placed = internvl.overlay_boxes(model, None, (128, 64), out.segments)
-    assert [box for _, box in placed] == [(0, 0, 0.5, 1), (0.5, 0, 1, 1)]
-    assert [s.offset for s, _ in placed] == [0, 16]
-    kept = (np.arange(16), [False] * 16, (4, 4), placed[0][1])  # every patch kept
-    one_group = (np.zeros(16, int), [True], (4, 4), placed[1][1])  # all merged
+    # A 2:1 picture is cut into 2 x 1 tiles, the thumbnail an overview of it all.
+    placed = internvl.segment_boxes(model, None, _picture(128, 64), out.segments)
+    assert [b.box for b in placed] == [(0, 0, 0.5, 1), (0.5, 0, 1, 1), (0, 0, 1, 1)]
+    assert [b.overview for b in placed] == [False, False, True]
+    assert [b.segment.offset for b in placed] == [0, 16, 32]
+    kept = (np.arange(16), [False] * 16, (4, 4), placed[0].box)  # every patch kept
+    one_group = (np.zeros(16, int), [True], (4, 4), placed[1].box)  # all merged
     picture = render_tiled(_picture(128, 64), [kept, one_group])
     pixels = np.asarray(picture)
     green = np.all(pixels == KEPT_COLOR, axis=-1)

@@ -119,6 +119,31 @@ class RopeFrequencies:
     window: Optional[int] = None
 
 
+WHOLE = (0.0, 0.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class SegmentBox:
+    """Where one segment's token grid lies on its image, for overlays.
+
+    ``box`` the (left, top, right, bottom) fractions of the picture (as the user gave
+    it) the grid is stretched over: a tile its cell of the tiling, a single view the
+    whole picture. ``overview`` True for a downscaled view of the whole picture shown
+    beside its tiles (thumbnail, global image, AnyRes base image): an overlay draws it
+    on a panel of its own rather than over the tiles it would hide.
+    """
+
+    segment: Segment
+    box: tuple = WHOLE
+    overview: bool = False
+
+
+def whole_picture(model, processor, picture, segments) -> tuple:
+    """``segment_boxes`` of an architecture that shows the model each image once:
+    every reducible segment over the whole picture."""
+    return tuple(SegmentBox(s) for s in segments if s.reducible)
+
+
 @dataclass(frozen=True)
 class LayerFrequencies:
     """Rotary settings of a model whose layers differ (Gemma 3: sliding layers with
@@ -183,3 +208,8 @@ class Adapter(Protocol):
     def queries_keys(self, model, layer, x, positions) -> tuple:
         """RoPE'd queries [B, H, T, D], keys [B, Hkv, T, D] and pre-RoPE keys
         [B, T, Hkv*D] of ``layer``'s attention on its normed input ``x``."""
+
+    def segment_boxes(self, model, processor, picture, segments) -> tuple:
+        """One ``SegmentBox`` per reducible segment of one image (``segments``, those
+        of ``encode`` with that image's index), placed on ``picture`` (the PIL image
+        as the model's processor received it) the way ``processor`` tiles it."""

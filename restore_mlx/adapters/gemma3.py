@@ -24,7 +24,13 @@ import mlx.nn as nn
 from ..core import calibration as cal
 from ..core.types import Segment
 from ..errors import UnsupportedArchitecture
-from .contract import LayerFrequencies, ReducedLayout, RopeFrequencies, VisionOutput
+from .contract import (
+    LayerFrequencies,
+    ReducedLayout,
+    RopeFrequencies,
+    VisionOutput,
+    whole_picture,
+)
 from .llava import positioned_layout, token_runs
 from .patching import (
     attend_fetched,
@@ -222,3 +228,7 @@ def queries_keys(model, layer, x, positions):
     B, _, T, _ = k.shape
     raw = k.transpose(0, 2, 1, 3).reshape(B, T, -1)
     return attn.rope(q), attn.rope(k), raw
+
+
+# Each image is one view, stretched over the whole picture.
+segment_boxes = whole_picture

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import UnsupportedMethod
 from . import llava
 from .contract import ReducedLayout, VisionOutput
-from .tiles import last_views, view_segments
+from .tiles import image_processor, last_views, tile_boxes, view_segments
 
 NAMES = ("idefics3", "smolvlm")
 
@@ -93,3 +93,14 @@ def layout(model, request) -> ReducedLayout:
     lay = llava.layout(model, request)
     kwargs = image_kwargs(model, request.features, request.extra)
     return replace(lay, generate_kwargs={**lay.generate_kwargs, **kwargs})
+
+
+def segment_boxes(model, processor, picture, segments) -> tuple:
+    """Every tile over its cell of the picture (the processor stretches the picture
+    to whole tiles before cutting it), the global image as the overview; rows x cols
+    from the image processor's own count for this picture's size."""
+    if sum(s.reducible for s in segments) == 1:
+        return tile_boxes(segments, 1, 1)
+    ip = image_processor(processor)
+    _, rows, cols = ip.get_number_of_image_patches(picture.height, picture.width)
+    return tile_boxes(segments, rows, cols)

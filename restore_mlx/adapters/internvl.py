@@ -30,6 +30,7 @@ from .patching import (
     patch_language_model,
     unpatch_language_model,
 )
+from .tiles import tile_boxes
 
 NAMES = ("internvl_chat",)
 __all__ = ["first_layer_input", "full_positions"]
@@ -171,21 +172,17 @@ def queries_keys(model, layer, x, positions):
     return attn.rotary_emb(q), attn.rotary_emb(k), raw
 
 
-def overlay_boxes(model, processor, picture_size, segments) -> list:
-    """[(segment, box)] for one image's overlay: every tile over the region of the
-    picture it was cut from (the arrangement mlx-vlm's processor picks for this
-    picture's aspect ratio); the thumbnail only when the image is one tile."""
-    tiles = [s for s in segments if s.reducible]
-    if len(tiles) == 1:
-        return [(tiles[0], (0.0, 0.0, 1.0, 1.0))]
+def segment_boxes(model, processor, picture, segments) -> tuple:
+    """Every tile over the region of the picture it was cut from (the arrangement
+    mlx-vlm's processor picks for this picture's aspect ratio), the thumbnail as the
+    overview; a lone tile is the whole picture."""
+    tiles = sum(s.reducible for s in segments)
+    if tiles == 1:
+        return tile_boxes(segments, 1, 1)
     ip = getattr(processor, "image_processor", None)
     thumbnail = getattr(ip, "dynamic_use_thumbnail", True)
-    cut = tiles[:-1] if thumbnail else tiles
-    cols, rows = tile_arrangement(picture_size, len(cut), ip)
-    return [
-        (t, (c / cols, r / rows, (c + 1) / cols, (r + 1) / rows))
-        for t, (r, c) in zip(cut, ((i // cols, i % cols) for i in range(len(cut))))
-    ]
+    cols, rows = tile_arrangement(picture.size, tiles - int(thumbnail), ip)
+    return tile_boxes(segments, rows, cols)
 
 
 def tile_arrangement(picture_size, count: int, image_processor=None) -> tuple:

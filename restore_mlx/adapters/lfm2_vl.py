@@ -28,7 +28,7 @@ from .patching import (
     patch_language_model,
     unpatch_language_model,
 )
-from .tiles import last_views, view_segments
+from .tiles import image_processor, last_views, tile_boxes, view_segments
 
 NAMES = ("lfm2_vl", "lfm2-vl")  # mlx-vlm loads both spellings; HF configs use the 2nd
 
@@ -108,3 +108,14 @@ def queries_keys(model, layer, x, positions):
     attn = layer.self_attn
     q, k, _, flat = _project(attn, x)
     return attn.rope(q), attn.rope(k), flat
+
+
+def segment_boxes(model, processor, picture, segments) -> tuple:
+    """Every tile over its cell of the picture (resized to the tile grid before it
+    is cut), the thumbnail as the overview; rows x cols as the image processor
+    reports them for this picture (``image_rows``/``image_cols``)."""
+    if sum(s.reducible for s in segments) == 1:
+        return tile_boxes(segments, 1, 1)
+    out = image_processor(processor).preprocess([picture.convert("RGB")])
+    rows, cols = (int(out[k].reshape(-1)[0]) for k in ("image_rows", "image_cols"))
+    return tile_boxes(segments, rows, cols)

@@ -11,7 +11,13 @@ import mlx.core as mx
 from ..core import calibration as cal
 from ..core.types import Segment
 from ..errors import UnsupportedMethod
-from .contract import ImageSpan, ReducedLayout, RopeFrequencies, VisionOutput
+from .contract import (
+    ImageSpan,
+    ReducedLayout,
+    RopeFrequencies,
+    VisionOutput,
+    whole_picture,
+)
 from .patching import (
     RopeAttention,
     language_layers,
@@ -162,3 +168,7 @@ def queries_keys(model, layer, x, positions):
     attn = layer.self_attn
     q, k, _, raw = project_qkv(attn, x)
     return attn.rope(q), attn.rope(k), raw
+
+
+# Each image is one view, stretched over the whole picture.
+segment_boxes = whole_picture

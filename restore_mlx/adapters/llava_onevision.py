@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.types import Segment
 from ..errors import UnsupportedMethod
-from .contract import ReducedLayout, VisionOutput
+from .contract import ReducedLayout, SegmentBox, VisionOutput
 from .llava import (
     first_layer_input,
     full_positions,
@@ -164,9 +164,12 @@ def _module(model):
     return sys.modules[type(model).__module__]
 
 
-def overlay_boxes(model, processor, picture_size, segments) -> list:
-    """[(segment, box)] for one image's overlay: the tile grid, which covers the
-    whole picture once unpadded; the base grid when the image has no tiles."""
+def segment_boxes(model, processor, picture, segments) -> tuple:
+    """The AnyRes tile grid over the whole picture (unpadding leaves the picture's
+    own extent, to a patch row), the base image as the overview; the base image
+    alone is the picture."""
     grids = [s for s in segments if s.reducible]
-    tiles = [s for s in grids if s.row_stride] or grids[1:]
-    return [((tiles or grids)[0], (0.0, 0.0, 1.0, 1.0))]
+    if len(grids) == 1:
+        return (SegmentBox(grids[0]),)
+    base, tiles = grids
+    return (SegmentBox(tiles), SegmentBox(base, overview=True))

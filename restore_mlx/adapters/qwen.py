@@ -18,7 +18,7 @@ import mlx.core as mx
 from ..core import calibration as cal
 from ..core.types import Segment
 from ..errors import UnsupportedMethod
-from .contract import ReducedLayout, RopeFrequencies, VisionOutput
+from .contract import ReducedLayout, RopeFrequencies, VisionOutput, whole_picture
 from .llava import first_layer_input, token_runs  # noqa: F401
 from .patching import (
     attend,
@@ -191,3 +191,7 @@ def queries_keys(model, layer, x, positions):
     q, k, _, raw = project_qkv(attn, x)
     q, k = attn.rotary_emb.apply_rotary(q, k, positions[:, None, :], unsqueeze_dim=1)
     return q, k, raw
+
+
+# Each image is one view, stretched over the whole picture.
+segment_boxes = whole_picture

@@ -62,6 +62,7 @@ cached_image_features = qwen.cached_image_features
 image_kwargs = qwen.image_kwargs
 first_layer_input = qwen.first_layer_input
 full_positions = qwen.full_positions
+segment_boxes = qwen.segment_boxes
 layout = qwen.layout
 
 

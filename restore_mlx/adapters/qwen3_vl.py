@@ -52,6 +52,7 @@ rope_frequencies = qwen.rope_frequencies
 image_spans = qwen.image_spans
 cached_image_features = qwen.cached_image_features
 full_positions = qwen.full_positions
+segment_boxes = qwen.segment_boxes
 run_layer = qwen.run_layer
 first_layer_input = qwen.first_layer_input
 

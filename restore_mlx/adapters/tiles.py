@@ -9,6 +9,7 @@ image's last view too.
 """
 
 from ..core.types import Segment
+from .contract import SegmentBox
 
 
 def last_views(input_ids, runs, side: str) -> list:
@@ -45,3 +46,38 @@ def view_segments(grids, lengths, runs, last) -> tuple:
         if image < len(ends) - 1 and offset >= ends[image]:
             image += 1
     return tuple(segments)
+
+
+def tile_boxes(segments, rows: int, cols: int) -> tuple:
+    """``SegmentBox`` es of one image's views as tiling processors cut them: the
+    picture is stretched to rows x cols tiles, so the first rows * cols reducible
+    segments (row-major) each cover their cell of it; one more view after them is the
+    overview (thumbnail, global image) of the whole picture. A lone view is the
+    picture itself."""
+    views = [s for s in segments if s.reducible]
+    if len(views) == 1:
+        return (SegmentBox(views[0]),)
+    tiles = rows * cols
+    if len(views) not in (tiles, tiles + 1):
+        raise ValueError(
+            f"{len(views)} views of one image in the prompt, but its processor cuts "
+            f"this picture into {rows} x {cols} tiles: was it resized or processed "
+            "with other settings?"
+        )
+    cells = [divmod(i, cols) for i in range(tiles)]
+    out = [
+        SegmentBox(s, (c / cols, r / rows, (c + 1) / cols, (r + 1) / rows))
+        for s, (r, c) in zip(views, cells)
+    ]
+    return tuple(out + [SegmentBox(s, overview=True) for s in views[tiles:]])
+
+
+def image_processor(processor):
+    """The processor's image processor: what knows how a picture is tiled."""
+    ip = getattr(processor, "image_processor", None)
+    if ip is None:
+        raise ValueError(
+            "placing the tiles of an image needs the model's processor (its image "
+            "processor decides the tiling); pass the one mlx_vlm.load returned"
+        )
+    return ip

@@ -18,7 +18,7 @@ from . import tiled_checkpoints as tiled
 
 ARCHS = (
     "llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "gemma3", "smolvlm",
-    "lfm2_vl",
+    "lfm2_vl", "llava_onevision",
 )  # fmt: skip
 
 # Knobs a caller may override, per architecture. Kept tiny: CPU tests load these.
@@ -50,6 +50,8 @@ DEFAULTS["gemma3"] = dict(gemma3_checkpoint.DEFAULTS)
 # image_size: a SmolVLM view's side (tiles and global image), an LFM2-VL tile's side.
 DEFAULTS["smolvlm"] = dict(DEFAULTS["llava"], patch_size=4, num_layers=2)
 DEFAULTS["lfm2_vl"] = dict(DEFAULTS["llava"], patch_size=4, num_layers=2)
+# A 32 px crop of 8 px patches: a 4 x 4 base grid, 4 x 4 per AnyRes tile.
+DEFAULTS["llava_onevision"] = dict(DEFAULTS["llava"], patch_size=8, num_layers=2)
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -332,7 +334,7 @@ def _hf_weights(arch, config, seed):
             name = name.replace("language_model.lm_head.", "lm_head.", 1)
         elif arch in ("smolvlm", "lfm2_vl"):
             name, value = tiled.hf_name(arch, name, value)
-        elif arch != "llava":
+        elif arch not in ("llava", "llava_onevision"):  # the hub's names are mlx-vlm's
             name = name.replace("vision_tower.", "visual.", 1)
             name = name.replace("language_model.model.", "model.", 1)
             name = name.replace("language_model.lm_head.", "lm_head.", 1)
@@ -353,6 +355,11 @@ _LAYOUTS = {
         tiled.LFM2_SPECIALS,
         lambda a, k, v: tiled.lfm2_vl_files(k, v),
         tiled.LFM2_TEMPLATE,
+    ),
+    "llava_onevision": (
+        tiled.ONEVISION_SPECIALS,
+        lambda a, k, v: tiled.onevision_files(k, v),
+        tiled.ONEVISION_TEMPLATE,
     ),
     "qwen3_vl": (_QWEN_SPECIALS, _qwen3_files, _QWEN_TEMPLATE),
     "qwen3_5": (_QWEN_SPECIALS, _qwen3_files, _QWEN_TEMPLATE),
@@ -398,13 +405,16 @@ def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Pat
     return path
 
 
-def write_image(path, size: int = 32, seed: int = 0) -> Path:
-    """Write a small RGB PNG of coloured blocks (deterministic in ``seed``)."""
+def write_image(path, size: int = 32, seed: int = 0, height=None) -> Path:
+    """Write a small RGB PNG of 4 x 4 coloured blocks (deterministic in ``seed``),
+    ``size`` pixels wide and ``height`` (default ``size``) high."""
     import numpy as np
     from PIL import Image
 
+    height = height or size
     rng = np.random.default_rng(seed)
     cells = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-    pixels = np.kron(cells, np.ones((size // 4 + 1, size // 4 + 1, 1), dtype=np.uint8))
-    Image.fromarray(pixels[:size, :size]).save(path)
+    block = (height // 4 + 1, size // 4 + 1, 1)
+    pixels = np.kron(cells, np.ones(block, dtype=np.uint8))
+    Image.fromarray(pixels[:height, :size]).save(path)
     return Path(path)

@@ -254,7 +254,8 @@ def markdown(doc: dict) -> str:
         f"Settings: keep {s['keep']}, methods {s['methods']}, {s['repeats']} repeats "
         "(medians; RESTORE vs base and decode vs ref: medians of per-repeat paired "
         f"ratios), {s['max_tokens']} decoded tokens, prefill step "
-        f"{s['prefill_step_size']}; wall {s.get('wall_s', '?')} s.",
+        f"{s['prefill_step_size']}; {s.get('images', 1)} image(s) per prompt; "
+        f"wall {s.get('wall_s', '?')} s.",
     ]
     if s.get("reuse_vision"):
         lines.append(

@@ -219,21 +219,22 @@ def bench_subject(
 
 def run(
     models, keeps, methods, repeats, max_tokens, step=2048, log=None, profile=None,
-    image_size=None, profile_only=False, reuse_vision=False,
+    image_size=None, profile_only=False, reuse_vision=False, images=1,
 ) -> dict:  # fmt: skip
     """Benchmark every model; returns the JSON document (machine, settings, rows and,
     with ``profile=(method, keep)``, a stage profile of the RESTORE path per model).
-    ``reuse_vision``: encode each image once, time the tower apart (module doc)."""
+    ``reuse_vision``: encode each image once, time the tower apart (module doc).
+    ``images``: images per prompt, each reduced on its own within the shared budget."""
     log = log or _stderr
 
     settings = dict(
         models=list(models), keep=list(keeps), methods=list(methods),
         repeats=repeats, max_tokens=max_tokens, prefill_step_size=step,
-        image_size=image_size, reuse_vision=reuse_vision,
+        image_size=image_size, reuse_vision=reuse_vision, images=images,
     )  # fmt: skip
     t0, rows, profiles = time.perf_counter(), [], []
     for spec in models:
-        s = load_subject(spec, image_size)
+        s = load_subject(spec, image_size, images)
         log(f"[{s.name}] {s.about}: {s.prompt_tokens} prompt tokens")
         if not profile_only:
             rows += bench_subject(
@@ -298,6 +299,13 @@ def configure_parser() -> OneLineParser:
         help="built-ins: image side in pixels (default: the config's own)",
     )
     p.add_argument(
+        "--images",
+        type=int,
+        default=1,
+        help="images in the one prompt (built-ins: copies of the shape with their own "
+        "pixels; checkpoints: noise images)",
+    )
+    p.add_argument(
         "--reuse-vision",
         action="store_true",
         help="encode each image once for every row; time the tower apart once per "
@@ -342,6 +350,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         check_can_plot(args.plot)  # before the minutes of measuring, not after
+        if args.images < 1:
+            raise InputError(f"--images must be at least 1, got {args.images}")
     except InputError as e:
         fail(e, prog=parser.prog)
     if args.from_log:
@@ -357,11 +367,15 @@ def main(argv=None):
         settings["wall_s"] = sum(float(r.split()[0]) for r in reps)
         doc = dict(machine=machine(), settings=settings, rows=rows)
     else:
-        doc = run(
-            args.model, args.keep, args.methods, args.repeats, args.max_tokens,
-            args.prefill_step_size, profile=args.profile, image_size=args.image_size,
-            profile_only=args.profile_only, reuse_vision=args.reuse_vision,
-        )  # fmt: skip
+        try:
+            doc = run(
+                args.model, args.keep, args.methods, args.repeats, args.max_tokens,
+                args.prefill_step_size, profile=args.profile,
+                image_size=args.image_size, profile_only=args.profile_only,
+                reuse_vision=args.reuse_vision, images=args.images,
+            )  # fmt: skip
+        except InputError as e:  # e.g. --images on a built-in that measures one
+            fail(e, prog=parser.prog)
     doc["settings"]["command"] = "python -m restore_mlx.bench " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )

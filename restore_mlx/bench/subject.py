@@ -17,6 +17,7 @@ from mlx_vlm.models.llava_onevision import llava_onevision as onevision
 from ..adapters import llava_onevision as ov_adapter
 from ..adapters.processors import load
 from ..core.budget import resolve_budget
+from ..errors import InputError
 from .configs import BUILTIN, get_config
 
 QUESTION = "Describe this image in detail."
@@ -78,11 +79,18 @@ def _text(rng, n, vocab):
     return rng.integers(min(1000, hi // 4), hi, size=n).tolist()
 
 
-def synthetic_sample(config: dict, side: int, seed: int = 0):
-    """(sample, number of visual tokens) for one ``side`` x ``side`` image."""
+def synthetic_sample(config: dict, side: int, seed: int = 0, images: int = 1):
+    """(sample, number of visual tokens) for ``images`` ``side`` x ``side`` images,
+    one after another in the user turn (as the published templates place them),
+    each with its own random pixels."""
     rng = np.random.default_rng(seed)
     vocab = config.get("text_config", {}).get("vocab_size") or config["vocab_size"]
     before, after = _text(rng, TEXT_BEFORE, vocab), _text(rng, TEXT_AFTER, vocab)
+    if "bench_views" in config and images > 1:
+        raise InputError(
+            f"--images {images}: the tiled built-ins ({config['model_type']}) measure "
+            "one image; use qwen2-vl-2b, llava-ov-0.5b, gemma3-4b or a checkpoint"
+        )
     if config["model_type"].startswith("qwen"):
         vc = config["vision_config"]
         g = side // vc["patch_size"]
@@ -90,14 +98,14 @@ def synthetic_sample(config: dict, side: int, seed: int = 0):
         image = [config["vision_start_token_id"]]
         image += [config["image_token_id"]] * n + [config["vision_end_token_id"]]
         channels = 3 * vc["temporal_patch_size"] * vc["patch_size"] ** 2
-        pixels = rng.standard_normal((g * g, channels)).astype(np.float32)
-        extra = {"image_grid_thw": mx.array([[1, g, g]])}
+        pixels = rng.standard_normal((images * g * g, channels)).astype(np.float32)
+        extra = {"image_grid_thw": mx.array([[1, g, g]] * images)}
     elif config["model_type"] == "gemma3":
         n = config["mm_tokens_per_image"]
         image = [config["boi_token_index"]] + [config["image_token_index"]] * n
         image += [config["eoi_token_index"]]
-        pixels = rng.standard_normal((1, 3, side, side)).astype(np.float32)
-        length = len(before) + len(image) + len(after)
+        pixels = rng.standard_normal((images, 3, side, side)).astype(np.float32)
+        length = len(before) + images * len(image) + len(after)
         extra = {"mask": mx.ones((1, length), dtype=mx.int32)}  # the merge needs one
     elif "bench_views" in config:
         image, n, pixels, extra = _tiled_request(config, rng, vocab)
@@ -105,10 +113,10 @@ def synthetic_sample(config: dict, side: int, seed: int = 0):
         vc = config["vision_config"]
         n = (side // vc["patch_size"]) ** 2
         image = [config["image_token_index"]] * n
-        pixels = rng.standard_normal((1, 3, side, side)).astype(np.float32)
+        pixels = rng.standard_normal((images, 3, side, side)).astype(np.float32)
         extra = {}
-    ids = mx.array([before + image + after])
-    return dict(input_ids=ids, pixel_values=mx.array(pixels), **extra), n
+    ids = mx.array([before + image * images + after])
+    return dict(input_ids=ids, pixel_values=mx.array(pixels), **extra), n * images
 
 
 def _tiled_request(config: dict, rng, vocab: int):
@@ -146,18 +154,23 @@ def _tiled_request(config: dict, rng, vocab: int):
     return image, n, pixels, extra
 
 
-def _load_real(spec: str) -> Subject:
-    """A checkpoint (path or hub id) with its processor, asked about a noise image."""
+def _load_real(spec: str, images: int = 1) -> Subject:
+    """A checkpoint (path or hub id) with its processor, asked about ``images`` noise
+    images."""
     from mlx_vlm.prompt_utils import apply_chat_template
     from mlx_vlm.utils import prepare_inputs
     from PIL import Image
 
     model, processor = load(spec)
-    pixels = np.random.default_rng(0).integers(0, 256, (448, 448, 3), dtype=np.uint8)
-    prompt = apply_chat_template(processor, model.config, QUESTION, num_images=1)
+    rng = np.random.default_rng(0)
+    noise = [
+        Image.fromarray(rng.integers(0, 256, (448, 448, 3), dtype=np.uint8))
+        for _ in range(images)
+    ]
+    prompt = apply_chat_template(processor, model.config, QUESTION, num_images=images)
     inputs = prepare_inputs(
         processor,
-        images=[Image.fromarray(pixels)],
+        images=noise,
         prompts=prompt,
         image_token_index=getattr(model.config, "image_token_index", None),
     )
@@ -170,45 +183,53 @@ def _load_real(spec: str) -> Subject:
     if token is None:
         token = model.config.image_token_id
     n = int((sample["input_ids"] == token).sum().item())
-    return Subject(spec, f"{spec} (real weights)", model, sample, n)
+    return Subject(spec, f"{spec} (real weights, {images} image(s))", model, sample, n)
 
 
-def load_subject(spec: str, image_size: Optional[int] = None) -> Subject:
-    """A built-in config name (random weights) or a checkpoint path / hub id.
+def load_subject(
+    spec: str, image_size: Optional[int] = None, images: int = 1
+) -> Subject:
+    """A built-in config name (random weights) or a checkpoint path / hub id, asked
+    about ``images`` images in one prompt.
 
     ``image_size`` overrides a built-in's image side (Qwen2-VL: any multiple of 28).
     """
+    if images < 1:
+        raise InputError(f"--images must be at least 1, got {images}")
     if spec not in BUILTIN:
-        return _load_real(spec)
+        return _load_real(spec, images)
     config, side, about = get_config(spec)
     if image_size and image_size != side:
         side, about = image_size, f"{about.split(',')[0]}, {image_size} px"
+    if images > 1:
+        about = f"{about}, {images} images"
     if config["model_type"] == "llava_onevision":
-        return _onevision_subject(spec, about, config, side)
-    sample, n = synthetic_sample(config, side)
+        return _onevision_subject(spec, about, config, side, images)
+    sample, n = synthetic_sample(config, side, images=images)
     config.pop("bench_views", None)
     if config["model_type"] == "llava":
         config["vision_config"]["image_size"] = side
     return Subject(spec, f"{about} ({n} visual tokens)", build_model(config), sample, n)
 
 
-def _onevision_subject(spec, about, config, side) -> Subject:
-    """LLaVA-OneVision on a ``side`` x ``side`` image: random pixels for the base crop
-    and every AnyRes tile, as many image tokens as mlx-vlm packs for that size."""
+def _onevision_subject(spec, about, config, side, images=1) -> Subject:
+    """LLaVA-OneVision on ``images`` ``side`` x ``side`` images: random pixels for
+    each one's base crop and AnyRes tiles, as many image tokens as mlx-vlm packs for
+    that size."""
     model = build_model(config)
     segments, crops = onevision_layout(model, (side, side))
-    n = max(s.end for s in segments)
-    fixed = sum(s.length for s in segments if not s.reducible)
+    n = max(s.end for s in segments) * images
+    fixed = sum(s.length for s in segments if not s.reducible) * images
     rng = np.random.default_rng(0)
     vocab = config["text_config"]["vocab_size"]
     image = [config["image_token_index"]] * n
     ids = _text(rng, TEXT_BEFORE, vocab) + image + _text(rng, TEXT_AFTER, vocab)
     crop = config["vision_config"]["image_size"]
-    pixels = rng.standard_normal((1, crops, 3, crop, crop)).astype(np.float32)
+    pixels = rng.standard_normal((images, crops, 3, crop, crop)).astype(np.float32)
     sample = dict(
         input_ids=mx.array([ids]),
         pixel_values=mx.array(pixels),
-        image_sizes=mx.array([[side, side]]),
+        image_sizes=mx.array([[side, side]] * images),
     )
     about = f"{about} ({n} visual tokens, {fixed} of them row newlines)"
     return Subject(spec, about, model, sample, n, fixed_tokens=fixed)

@@ -1,7 +1,8 @@
 """HF layouts of the tiled-image architectures for ``bench.checkpoints``: SmolVLM
-(idefics3 family) and LFM2-VL. Config keys, special tokens, chat templates and
-processor configs follow the published checkpoints (HuggingFaceTB/SmolVLM2-*,
-LiquidAI/LFM2-VL-*); sizes are the caller's knobs.
+(idefics3 family), LFM2-VL and LLaVA-OneVision. Config keys, special tokens, chat
+templates and processor configs follow the published checkpoints
+(HuggingFaceTB/SmolVLM2-*, LiquidAI/LFM2-VL-*, llava-hf/llava-onevision-qwen2-*-ov-hf);
+sizes are the caller's knobs.
 """
 
 # fmt: off
@@ -21,6 +22,15 @@ LFM2_TEMPLATE = (
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
     "{% endif %}"
 )
+# llava-hf's template: every image of a turn first, then its text, one newline before.
+ONEVISION_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }} "
+    "{% if m['content'] is string %}\n{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% endif %}"
+    "{% endfor %}{% for c in m['content'] %}{% if c['type'] == 'text' %}"
+    "\n{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 _GRID = [(r, c) for r in range(1, 7) for c in range(1, 7)]  # up to 6 x 6 tiles
 SMOLVLM_SPECIALS = [
     "<|endoftext|>", "<|im_start|>", "<unk>", "<end_of_utterance>",
@@ -30,6 +40,9 @@ LFM2_SPECIALS = [
     "<|pad|>", "<|startoftext|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>",
     "<unk>", "<image>", "<|image_start|>", "<|image_end|>", "<|img_thumbnail|>",
 ] + [f"<|img_row_{r}_col_{c}|>" for r, c in _GRID]
+ONEVISION_SPECIALS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>", "<image>", "<video>",
+]
 _HALF = [0.5, 0.5, 0.5]
 
 
@@ -108,6 +121,51 @@ def lfm2_vl_files(k, vocab):
     proc = dict(processor_class="Lfm2VlProcessor", use_image_special_tokens=True)
     specials = dict(bos_token="<|startoftext|>", eos_token="<|im_end|>",
                     unk_token="<unk>", pad_token="<|pad|>")
+    return config, preproc, proc, specials
+
+
+def onevision_files(k, vocab):
+    """(config, preprocessor config, processor config, tokenizer special names).
+
+    AnyRes pinpoints are the published pattern (1..6 x 1..6 crops of the tower's
+    side) cut to 2 x 2: a picture wider than tall picks 2 x 2 crops, is unpadded to
+    its aspect ratio and gets a newline token after every row of the tile grid."""
+    side, patch = k["image_size"], k["patch_size"]
+    pinpoints = [[side * r, side * c] for r in (1, 2) for c in (1, 2)]
+    config = dict(
+        architectures=["LlavaOnevisionForConditionalGeneration"],
+        model_type="llava_onevision", image_token_index=vocab["<image>"],
+        video_token_index=vocab["<video>"], image_grid_pinpoints=pinpoints,
+        vision_aspect_ratio="anyres_max_9", vision_feature_layer=-1,
+        vision_feature_select_strategy="full", use_image_newline_parameter=True,
+        projector_hidden_act="gelu", torch_dtype=k["dtype"], tie_word_embeddings=True,
+        text_config=dict(
+            model_type="qwen2", hidden_size=k["hidden_size"], vocab_size=k["vocab_size"],
+            num_hidden_layers=k["num_layers"], intermediate_size=k["intermediate_size"],
+            num_attention_heads=k["heads"], num_key_value_heads=k["kv_heads"],
+            rms_norm_eps=1e-6, rope_theta=k["rope_theta"], max_position_embeddings=32768,
+            tie_word_embeddings=True, eos_token_id=vocab["<|im_end|>"],
+        ),
+        vision_config=dict(
+            model_type="siglip_vision_model", hidden_size=k["vision_hidden_size"],
+            num_hidden_layers=k["vision_layers"], num_attention_heads=k["vision_heads"],
+            intermediate_size=k["vision_intermediate_size"], image_size=side,
+            patch_size=patch, layer_norm_eps=1e-6, vision_use_head=False,
+        ),
+    )
+    preproc = dict(
+        image_processor_type="LlavaOnevisionImageProcessor", do_resize=True,
+        size={"height": side, "width": side}, image_grid_pinpoints=pinpoints,
+        do_pad=True, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=_HALF, image_std=_HALF, do_convert_rgb=True, resample=3,
+    )
+    proc = dict(
+        processor_class="LlavaOnevisionProcessor", image_token="<image>",
+        video_token="<video>", num_image_tokens=(side // patch) ** 2,
+        vision_feature_select_strategy="full",
+    )
+    specials = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                    unk_token="<unk>")
     return config, preproc, proc, specials
 
 
