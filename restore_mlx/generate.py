@@ -111,21 +111,29 @@ def _save_overlays(
     labels, merged = np.array(r.assignment[0]), r.merged[0].tolist()
     view_of = getattr(processor, "image_processor", None)
     adapter = adapter_for(model)
+    drawn = []  # every picture first, so a failure leaves no partial set behind
     for i, out in enumerate(overlay_paths(path, len(pictures))):
         mine = [s for s in prepared.segments if s.image == i]
         view = model_view(pictures[i], view_of)
         panels = {False: [], True: []}
         # The tiling follows the picture as the processor received it.
         seen = process_image(pictures[i], resize_shape, view_of)
-        for placed in adapter.segment_boxes(model, processor, seen, mine):
+        try:
+            boxes = adapter.segment_boxes(model, processor, seen, mine)
+        except ValueError as e:  # e.g. --processor-kwargs that change the tiling
+            raise InputError(f"--overlay: {e}") from None
+        for placed in boxes:
             segment = placed.segment
             local = labels[segment.indices()]
             first = int(local.min())
             grid = segment.grid or token_grid(segment.length)
             flags = merged[first : int(local.max()) + 1]
             panels[placed.overview].append((local - first, flags, grid, placed.box))
-        picture = render_tiled(view, panels[False], overview=panels[True])
-        write_atomic(Path(out), lambda f: picture.save(f, format="PNG"), binary=True)
+        drawn.append((out, render_tiled(view, panels[False], overview=panels[True])))
+    for out, picture in drawn:
+        write_atomic(
+            Path(out), lambda f, p=picture: p.save(f, format="PNG"), binary=True
+        )
 
 
 def _show_request(images, prompt) -> None:

@@ -146,3 +146,21 @@ def test_tiles_follow_the_picture_as_resized_for_the_processor(tmp_path):
     _save_overlays(tmp_path / "o.png", [picture], processor, prepared, model, [70])
     drawn = np.asarray(Image.open(tmp_path / "o.png"))
     assert drawn.shape[0] > 192
+
+
+def test_a_tiling_the_overlay_cannot_place_is_one_error_and_no_file(tmp_path):
+    """Tokens prepared from a picture tiled 2 x 1 (resized), overlaid as if the
+    processor had cut it 4 x 2 (e.g. other --processor-kwargs): an input error that
+    names --overlay, and no picture is written."""
+    from restore_mlx.errors import InputError
+
+    model, processor = load(str(write_checkpoint("lfm2_vl", tmp_path / "hf")))
+    ri.apply(model, method="divprune", keep=0.5)
+    prompt = _format_prompt(processor, model, ["what color ?"], None, 1)
+    picture = _picture(tmp_path, 384, 192)
+    prepared = ri.prepare_inputs(
+        model, processor, prompt, [picture], resize_shape=(70, 70)
+    )
+    with pytest.raises(InputError, match="--overlay: 3 views"):
+        _save_overlays(tmp_path / "o.png", [picture], processor, prepared, model)
+    assert not (tmp_path / "o.png").exists()
