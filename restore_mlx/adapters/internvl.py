@@ -112,15 +112,24 @@ def tile_features(model, pixel_values) -> mx.array:
 def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:
     """Visual tokens [1, N, D] (every tile of every image, in prompt order) and one
     segment per tile on its own grid."""
+    refuse_cls(need_cls)
+    spans = image_spans(model, sample["input_ids"])
+    return tiled_output(tile_features(model, pixel_values), tile_side(model), spans)
+
+
+def refuse_cls(need_cls) -> None:
+    """UnsupportedMethod when a method reads [CLS] attention (not read from InternViT)."""
     if need_cls:
         raise UnsupportedMethod(
             f"method {need_cls!r} needs [CLS] attention, which restore_mlx does not "
             "read from the InternViT tower; use a method without cls_attention, "
             "e.g. divprune"
         )
-    features = tile_features(model, pixel_values)
-    side = tile_side(model)
-    spans = image_spans(model, sample["input_ids"])
+
+
+def tiled_output(features, side: int, spans) -> VisionOutput:
+    """``features`` [tiles, side * side, D] as the prompt's visual tokens [1, N, D]
+    with one (side, side) segment per tile of the image runs ``spans``."""
     segments = tile_segments([s.length for s in spans], side)
     n = sum(s.length for s in spans)
     if features.shape[0] * side * side != n:
