@@ -53,3 +53,17 @@ def test_scaled_rope_other_than_linear_is_refused():
     )  # fmt: skip
     with pytest.raises(UnsupportedArchitecture, match="rope_type 'linear'"):
         internvl_hf.rope_frequencies(model)
+
+
+@pytest.mark.parametrize("side, tiles", [(448, 1), (896, 5)])
+def test_bench_request_is_tiled_as_the_processor_tiles_it(side, tiles):
+    from restore_mlx.bench.configs import get_config
+    from restore_mlx.bench.subject import synthetic_sample
+
+    config, _, _ = get_config("internvl3-1b")
+    sample, n = synthetic_sample(config, side)
+    assert n == 256 * tiles and sample["pixel_values"].shape == (tiles, 3, 448, 448)
+    ids = sample["input_ids"][0].tolist()
+    start = ids.index(151667)
+    assert ids[start - 1] == 151665 and ids[start + n] == 151666  # <img> ... </img>
+    assert ids.count(151667) == n

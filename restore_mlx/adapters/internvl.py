@@ -200,6 +200,19 @@ def overlay_boxes(model, processor, picture_size, segments) -> list:
 def tile_arrangement(picture_size, count: int, image_processor=None) -> tuple:
     """(cols, rows) of the ``count`` tiles mlx-vlm's InternVL processor cuts a picture
     of ``picture_size`` (width, height) into, as its ``dynamic_preprocess`` picks."""
+    cols, rows = tile_grid(picture_size, image_processor)
+    if cols * rows != count:
+        width, height = picture_size
+        raise ValueError(
+            f"{count} tiles in the prompt, but the processor would cut a "
+            f"{width}x{height} picture into {cols}x{rows}"
+        )
+    return cols, rows
+
+
+def tile_grid(picture_size, image_processor=None) -> tuple:
+    """(cols, rows) of the tiles mlx-vlm's InternVL processor cuts a picture of
+    ``picture_size`` (width, height) into (defaults: 1 to 12 tiles of 448 px)."""
     from mlx_vlm.models.internvl_chat.processor import find_closest_aspect_ratio
 
     ip = image_processor
@@ -212,10 +225,4 @@ def tile_arrangement(picture_size, count: int, image_processor=None) -> tuple:
         key=lambda r: r[0] * r[1],
     )  # fmt: skip
     width, height = picture_size
-    cols, rows = find_closest_aspect_ratio(width / height, ratios, width, height, size)
-    if cols * rows != count:
-        raise ValueError(
-            f"{count} tiles in the prompt, but the processor would cut a "
-            f"{width}x{height} picture into {cols}x{rows}"
-        )
-    return cols, rows
+    return find_closest_aspect_ratio(width / height, ratios, width, height, size)

@@ -14,6 +14,7 @@ import mlx.core as mx
 import numpy as np
 from mlx_vlm.models.llava_onevision import llava_onevision as onevision
 
+from ..adapters import internvl as internvl_adapter
 from ..adapters import llava_onevision as ov_adapter
 from ..adapters.processors import load
 from ..core.budget import resolve_budget
@@ -99,6 +100,8 @@ def synthetic_sample(config: dict, side: int, seed: int = 0):
         pixels = rng.standard_normal((1, 3, side, side)).astype(np.float32)
         length = len(before) + len(image) + len(after)
         extra = {"mask": mx.ones((1, length), dtype=mx.int32)}  # the merge needs one
+    elif config["model_type"] == "internvl_chat":
+        image, n, pixels, extra = _internvl_request(config, side, rng)
     elif "bench_views" in config:
         image, n, pixels, extra = _tiled_request(config, rng, vocab)
     else:
@@ -144,6 +147,21 @@ def _tiled_request(config: dict, rng, vocab: int):
         "spatial_shapes": mx.array(np.array(views, dtype=np.int32)),
     }
     return image, n, pixels, extra
+
+
+def _internvl_request(config: dict, side: int, rng):
+    """(image ids, visual tokens, pixel_values, extras) of one ``side`` x ``side``
+    picture cut into tiles as mlx-vlm's InternVL processor cuts it (a thumbnail after
+    several tiles), 256 tokens per tile between ``<img>`` and ``</img>``."""
+    tile = config["vision_config"]["image_size"]
+    cols, rows = internvl_adapter.tile_grid((side, side))
+    tiles = cols * rows + (1 if cols * rows > 1 else 0)
+    per_tile = int((tile // config["vision_config"]["patch_size"]) ** 2 * 0.25)
+    n = tiles * per_tile
+    token = config["image_token_index"]
+    image = [token - 2] + [token] * n + [token - 1]  # <img> ... </img>
+    pixels = rng.standard_normal((tiles, 3, tile, tile)).astype(np.float32)
+    return image, n, pixels, {}
 
 
 def _load_real(spec: str) -> Subject:
