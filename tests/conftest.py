@@ -182,6 +182,7 @@ BUILDERS.update({**_IDEFICS3, **_LFM2_VL})
 from tiny_onevision import BUILDERS as _TILED  # noqa: E402 (needs the helpers above)
 
 BUILDERS.update(_TILED)
+BUILDERS.update(__import__("tiny_internvl").BUILDERS)  # InternVL, Hugging Face layout
 
 
 @pytest.fixture(params=sorted(BUILDERS))

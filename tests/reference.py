@@ -49,7 +49,10 @@ class ReferenceArch:
     that layer (Qwen3-VL's deepstack levels), or None; ``reduced``: the reference runs
     on the reduced prompt (hybrid models); ``parts(model)`` -> (decoder layers, token
     embedding, final norm); ``attends(layer)`` whether a layer mixes tokens by softmax
-    attention (False: it runs on the reduced rows).
+    attention (False: it runs on the reduced rows); ``merge(model, input_ids,
+    features)`` -> the reduced prompt's embeddings [1, P, D] with ``features``
+    [1, M, D] at its image tokens, where mlx-vlm's own merge ignores
+    ``cached_image_features`` (None: mlx-vlm's merge).
     """
 
     positions: Callable
@@ -61,6 +64,7 @@ class ReferenceArch:
     reduced: bool = False
     parts: Callable = lambda model: _lm_model_parts(model)
     attends: Callable = lambda layer: True
+    merge: Optional[Callable] = None
 
 
 def _lm_model_parts(model):
@@ -242,12 +246,23 @@ def reference_logits(model, embeds, masks, positions, rows, additions=None):
     return head(model, norm(h))
 
 
+def _merged(model, prepared):
+    """The reduced prompt's embeddings [1, P, D]: the reduced features merged as mlx-vlm
+    merges them (or as the architecture's ``merge`` does where mlx-vlm cannot)."""
+    kwargs = dict(prepared.generate_kwargs)
+    pixels = kwargs.pop("pixel_values")
+    merge = REFERENCE[model.config.model_type].merge
+    if merge is not None:
+        return merge(model, prepared.input_ids, kwargs["cached_image_features"])
+    return model.get_input_embeddings(
+        prepared.input_ids, pixels, **kwargs
+    ).inputs_embeds
+
+
 def full_length_embeddings(model, prepared, lay: Layout, decode_tokens):
     """The reduced prompt's embeddings (mlx-vlm's own merge of the reduced features)
     scattered into their slots, zeros in removed slots, then the decoded tokens."""
-    kwargs = dict(prepared.generate_kwargs)
-    pixels = kwargs.pop("pixel_values")
-    emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs).inputs_embeds
+    emb = _merged(model, prepared)
     emb = np.array(emb.astype(mx.float32))[0]
     out = np.zeros((lay.length, emb.shape[-1]), dtype=np.float32)
     out[lay.slots] = emb
@@ -264,9 +279,7 @@ def reduced_layout(full: Layout) -> Layout:
 
 def reduced_embeddings(model, prepared, decode_tokens):
     """The reduced prompt's embeddings (mlx-vlm's own merge), then the decoded tokens."""
-    kwargs = dict(prepared.generate_kwargs)
-    pixels = kwargs.pop("pixel_values")
-    emb = model.get_input_embeddings(prepared.input_ids, pixels, **kwargs).inputs_embeds
+    emb = _merged(model, prepared)
     tail = REFERENCE[model.config.model_type].parts(model)[1](mx.array([decode_tokens]))
     return mx.concatenate([emb, tail.astype(emb.dtype)], axis=1)
 
@@ -280,3 +293,4 @@ REFERENCE.update({k: ReferenceArch(**f) for k, f in {**_IDEFICS3, **_LFM2_VL}.it
 from tiny_onevision import REFERENCES as _TILED  # noqa: E402 (their own file)
 
 REFERENCE.update({name: ReferenceArch(*spec) for name, spec in _TILED.items()})
+REFERENCE.update({k: ReferenceArch(**v) for k, v in __import__("tiny_internvl").REFERENCES.items()})  # fmt: skip

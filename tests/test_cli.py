@@ -24,6 +24,18 @@ def _python(*args):
     )
 
 
+def convert_4bit(arch, root, **sizes):
+    """A tiny HF-layout ``arch`` checkpoint under ``root`` converted to 4-bit by
+    ``python -m restore_mlx.convert`` in a subprocess: the converted folder."""
+    hf = write_checkpoint(arch, root / "hf", **sizes)
+    out = root / "mlx"
+    done = _python("-m", "restore_mlx.convert", "--hf-path", str(hf),
+                   "--mlx-path", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "config.json").read_text())["quantization"]["bits"] == 4
+    return out
+
+
 @pytest.fixture(scope="module")
 def llava(tmp_path_factory):
     """HF-layout tiny llava converted to 4-bit by the runner script: (model, image)."""

@@ -93,7 +93,16 @@ def test_reused_cls_attention_is_bit_identical(monkeypatch):
         assert _same(got[key], want[key]), key
 
 
+# mlx-vlm merges that ignore ``cached_image_features``: only the patched model takes an
+# encoding (tests/test_internvl.py: with reduction off it equals unpatched mlx-vlm).
+IGNORES_CACHED = {
+    "internvl": "mlx-vlm 0.7.10's internvl get_input_embeddings always runs the tower"
+}
+
+
 def test_unpatched_mlx_vlm_takes_the_encoding_and_skips_the_tower(arch, monkeypatch):
+    if arch in IGNORES_CACHED:
+        pytest.skip(IGNORES_CACHED[arch])
     model, sample = BUILDERS[arch]()
     ids, pixels = sample["input_ids"], sample["pixel_values"]
     extra = {k: v for k, v in sample.items() if k not in ("input_ids", "pixel_values")}

@@ -5,9 +5,9 @@ restore_mlx.generate`` on a real image file, and every preset's token count."""
 import json
 
 import pytest
-from test_cli import _python, _run
+from test_cli import _python, _run, convert_4bit
 
-from restore_mlx.bench.checkpoints import write_checkpoint, write_image
+from restore_mlx.bench.checkpoints import write_image
 
 # 32 px, 4 px patches: 64 patches pooled 2 x 2 into 16 image tokens, as the real
 # model pools 4096 patches into 256; an 8-token window wraps in every run.
@@ -18,14 +18,7 @@ PRESET_TOKENS = {"mobile-25": 12, "mobile-50": 8, "server-70": 5, "extreme-89": 
 def gemma3(tmp_path_factory):
     """(converted 4-bit model folder, image path)."""
     root = tmp_path_factory.mktemp("gemma3")
-    hf = write_checkpoint("gemma3", root / "hf")
-    out = root / "mlx"
-    done = _python("-m", "restore_mlx.convert", "--hf-path", str(hf),
-                   "--mlx-path", str(out))  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    config = json.loads((out / "config.json").read_text())
-    assert config["quantization"]["bits"] == 4
-    return out, write_image(root / "picture.png", 32)
+    return convert_4bit("gemma3", root), write_image(root / "picture.png", 32)
 
 
 def test_end_to_end_subprocess_generates_from_the_reduced_prompt(gemma3, tmp_path):

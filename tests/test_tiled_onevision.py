@@ -64,8 +64,9 @@ def test_onevision_newlines_are_never_reduced(method, budget):
         assert size_bias[at].item() == 0.0  # log 1: sized as text
 
 
-def test_internvl_has_one_segment_per_tile():
-    model, sample = BUILDERS["internvl_chat"]()
+@pytest.mark.parametrize("layout", ["internvl_chat", "internvl"])
+def test_internvl_has_one_segment_per_tile(layout):
+    model, sample = BUILDERS[layout]()
     out = adapter_for(model).encode(model, sample["pixel_values"], sample)
     assert [(s.offset, s.length, s.grid) for s in out.segments] == [
         (0, 16, (4, 4)), (16, 16, (4, 4)), (32, 16, (4, 4))

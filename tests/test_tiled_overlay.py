@@ -30,6 +30,7 @@ CASES = {
     "smolvlm": ((128, 64), (1, 2)),
     "lfm2_vl": ((384, 192), (2, 4)),
     "internvl_chat": ((256, 128), (1, 2)),
+    "internvl": ((256, 128), (1, 2)),
     "llava_onevision": ((240, 160), (1, 1)),  # one grid over the stitched tiles
 }
 
@@ -45,7 +46,7 @@ def reduced(request, tmp_path_factory):
     """(model, processor, picture, prepared) of one image reduced by divprune 0.5."""
     arch = request.param
     picture = _picture(tmp_path_factory.mktemp(arch), *CASES[arch][0])
-    if arch in ("internvl_chat", "llava_onevision"):  # in-memory, no processor
+    if arch in ("internvl_chat", "internvl", "llava_onevision"):  # in-memory, no processor
         model, sample = BUILDERS[arch]()
         ri.apply(model, method="divprune", keep=0.5)
         return arch, model, None, picture, ri.prepare_tokens(model, sample)

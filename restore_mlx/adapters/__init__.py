@@ -10,6 +10,7 @@ from . import (
     gemma3,
     idefics3,
     internvl,
+    internvl_hf,
     lfm2_vl,
     llava,
     llava_onevision,
@@ -21,7 +22,7 @@ from .contract import Adapter
 
 FAMILIES = (
     llava, qwen, qwen3_vl, qwen3_5, gemma3, idefics3, lfm2_vl, llava_onevision,
-    internvl,
+    internvl, internvl_hf,
 )  # fmt: skip
 ADAPTERS = {name: family for family in FAMILIES for name in family.NAMES}
 SUPPORTED = tuple(ADAPTERS)

@@ -113,15 +113,24 @@ def tile_features(model, pixel_values) -> mx.array:
 def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:
     """Visual tokens [1, N, D] (every tile of every image, in prompt order) and one
     segment per tile on its own grid."""
+    refuse_cls(need_cls)
+    spans = image_spans(model, sample["input_ids"])
+    return tiled_output(tile_features(model, pixel_values), tile_side(model), spans)
+
+
+def refuse_cls(need_cls) -> None:
+    """UnsupportedMethod when a method reads [CLS] attention (not read from InternViT)."""
     if need_cls:
         raise UnsupportedMethod(
             f"method {need_cls!r} needs [CLS] attention, which restore_mlx does not "
             "read from the InternViT tower; use a method without cls_attention, "
             "e.g. divprune"
         )
-    features = tile_features(model, pixel_values)
-    side = tile_side(model)
-    spans = image_spans(model, sample["input_ids"])
+
+
+def tiled_output(features, side: int, spans) -> VisionOutput:
+    """``features`` [tiles, side * side, D] as the prompt's visual tokens [1, N, D]
+    with one (side, side) segment per tile of the image runs ``spans``."""
     segments = tile_segments([s.length for s in spans], side)
     n = sum(s.length for s in spans)
     if features.shape[0] * side * side != n:
@@ -188,6 +197,19 @@ def segment_boxes(model, processor, picture, segments) -> tuple:
 def tile_arrangement(picture_size, count: int, image_processor=None) -> tuple:
     """(cols, rows) of the ``count`` tiles mlx-vlm's InternVL processor cuts a picture
     of ``picture_size`` (width, height) into, as its ``dynamic_preprocess`` picks."""
+    cols, rows = tile_grid(picture_size, image_processor)
+    if cols * rows != count:
+        width, height = picture_size
+        raise ValueError(
+            f"{count} tiles in the prompt, but the processor would cut a "
+            f"{width}x{height} picture into {cols}x{rows}"
+        )
+    return cols, rows
+
+
+def tile_grid(picture_size, image_processor=None) -> tuple:
+    """(cols, rows) of the tiles mlx-vlm's InternVL processor cuts a picture of
+    ``picture_size`` (width, height) into (defaults: 1 to 12 tiles of 448 px)."""
     from mlx_vlm.models.internvl_chat.processor import find_closest_aspect_ratio
 
     ip = image_processor
@@ -200,10 +222,4 @@ def tile_arrangement(picture_size, count: int, image_processor=None) -> tuple:
         key=lambda r: r[0] * r[1],
     )  # fmt: skip
     width, height = picture_size
-    cols, rows = find_closest_aspect_ratio(width / height, ratios, width, height, size)
-    if cols * rows != count:
-        raise ValueError(
-            f"{count} tiles in the prompt, but the processor would cut a "
-            f"{width}x{height} picture into {cols}x{rows}"
-        )
-    return cols, rows
+    return find_closest_aspect_ratio(width / height, ratios, width, height, size)

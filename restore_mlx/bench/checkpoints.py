@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 
 from . import gemma3_checkpoint
+from . import internvl_checkpoint as internvl
 from . import tiled_checkpoints as tiled
 
 ARCHS = (
     "llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "gemma3", "smolvlm",
-    "lfm2_vl", "llava_onevision",
+    "lfm2_vl", "llava_onevision", "internvl_chat", "internvl",
 )  # fmt: skip
 
 # Knobs a caller may override, per architecture. Kept tiny: CPU tests load these.
@@ -52,6 +53,9 @@ DEFAULTS["smolvlm"] = dict(DEFAULTS["llava"], patch_size=4, num_layers=2)
 DEFAULTS["lfm2_vl"] = dict(DEFAULTS["llava"], patch_size=4, num_layers=2)
 # A 32 px crop of 8 px patches: a 4 x 4 base grid, 4 x 4 per AnyRes tile.
 DEFAULTS["llava_onevision"] = dict(DEFAULTS["llava"], patch_size=8, num_layers=2)
+# image_size: an InternVL tile's side (a picture is cut into up to max_tiles of them).
+DEFAULTS["internvl_chat"] = dict(internvl.DEFAULTS)
+DEFAULTS["internvl"] = dict(internvl.DEFAULTS)
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -309,15 +313,15 @@ def _hf_weights(arch, config, seed):
     mx.random.seed(seed)
     model_class, _ = get_model_and_args(json.loads(json.dumps(config)))
     cfg = json.loads(json.dumps(config))
-    cfg.setdefault("text_config", {})
+    cfg.setdefault("text_config", cfg.pop("llm_config", {}))  # as mlx-vlm's load
     model_config = model_class.ModelConfig.from_dict(cfg)
     model_config = update_module_configs(
         model_config, model_class, cfg, ["text", "vision"]
     )
     weights = {}
     for name, value in tree_flatten(model_class.Model(model_config).parameters()):
-        if arch in ("smolvlm", "lfm2_vl"):
-            pass  # tiled.hf_name converts these
+        if arch in ("smolvlm", "lfm2_vl", "internvl_chat", "internvl"):
+            pass  # their own hf_name converts these
         elif name.endswith("patch_embedding.weight"):  # CLIP conv: MLX OHWI -> OIHW
             value = value.transpose(0, 3, 1, 2)
         elif name.endswith("patch_embed.proj.weight"):  # Qwen conv3d: OTHWI -> OITHW
@@ -334,6 +338,8 @@ def _hf_weights(arch, config, seed):
             name = name.replace("language_model.lm_head.", "lm_head.", 1)
         elif arch in ("smolvlm", "lfm2_vl"):
             name, value = tiled.hf_name(arch, name, value)
+        elif arch in ("internvl_chat", "internvl"):
+            name, value = internvl.hf_name(name, value)
         elif arch not in ("llava", "llava_onevision"):  # the hub's names are mlx-vlm's
             name = name.replace("vision_tower.", "visual.", 1)
             name = name.replace("language_model.model.", "model.", 1)
@@ -363,6 +369,16 @@ _LAYOUTS = {
     ),
     "qwen3_vl": (_QWEN_SPECIALS, _qwen3_files, _QWEN_TEMPLATE),
     "qwen3_5": (_QWEN_SPECIALS, _qwen3_files, _QWEN_TEMPLATE),
+    "internvl_chat": (
+        internvl.SPECIALS,
+        lambda a, k, v: internvl.chat_files(k, v),
+        internvl.CHAT_TEMPLATE,
+    ),
+    "internvl": (
+        internvl.SPECIALS,
+        lambda a, k, v: internvl.hf_files(k, v),
+        internvl.HF_TEMPLATE,
+    ),
     "gemma3": (
         gemma3_checkpoint.SPECIALS,
         lambda a, k, v: gemma3_checkpoint.gemma3_files(k, v),
@@ -393,9 +409,13 @@ def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Pat
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config, preproc, proc, names = files(arch, knobs, vocab)
+    generation = config.pop("generation_config", None)  # its own file on the hub
+    if generation is not None:
+        _dump(path / "generation_config.json", generation)
     _dump(path / "config.json", config)
     _dump(path / "preprocessor_config.json", preproc)
-    _dump(path / "processor_config.json", proc)
+    if proc is not None:  # not every hub layout ships one
+        _dump(path / "processor_config.json", proc)
     _write_tokenizer(path, specials, vocab, template, **names)
     dtype = getattr(mx, knobs["dtype"])
     weights = {k: v.astype(dtype) for k, v in _hf_weights(arch, config, seed).items()}

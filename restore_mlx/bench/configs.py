@@ -31,6 +31,15 @@ visual-token count that checkpoint produces for one image at that resolution.
 - ``lfm2-vl-450m``: LiquidAI/LFM2-VL-450M (SigLIP2 NaFlex base/16, pixel unshuffle 2,
   LFM2-350M hybrid LM: attention in 6 of 16 layers). One image as 1 x 2 tiles of
   512 px + a 512 px thumbnail: 3 views of 256 tokens, 768 visual tokens.
+- ``internvl3-1b``: OpenGVLab/InternVL3-1B through mlx-vlm's ``internvl_chat`` classes
+  (InternViT-300M-448px-V2_5: 24 layers x 1024, 448 px tiles of 14 px patches,
+  pixel shuffle 0.5: 256 tokens per tile; 2-layer GELU MLP; Qwen2.5-0.5B-shaped LM,
+  24 layers, q/k/v bias). Values from the published config.json as printed by
+  ``AutoModel.from_pretrained("OpenGVLab/InternVL3-1B").config``. A square picture of
+  ``--image-size`` px is cut as the processor cuts it: 448 px is one tile (256 visual
+  tokens), 896 px is 2 x 2 tiles + the thumbnail (1,280 visual tokens, five segments).
+  mlx-vlm builds the LM with plain RoPE: the published ``rope_scaling`` (dynamic, 2.0)
+  is not applied there, so it is left out here too.
 - ``tiny-llava`` / ``tiny-qwen2-vl`` / ``tiny-gemma3``: toy sizes for the smoke test,
   not real shapes.
 
@@ -335,6 +344,30 @@ QWEN3_5_08B = {
     },
 }  # fmt: skip
 
+INTERNVL3_1B = {
+    "model_type": "internvl_chat",
+    "downsample_ratio": 0.5,
+    "force_image_size": 448,
+    "max_dynamic_patch": 12,
+    "min_dynamic_patch": 1,
+    "use_thumbnail": True,
+    "image_token_index": 151667,  # <IMG_CONTEXT>; <img> 151665, </img> 151666
+    "tie_word_embeddings": False,
+    "text_config": {
+        "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+        "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "max_position_embeddings": 32768, "vocab_size": 151674,
+        "tie_word_embeddings": False, "hidden_act": "silu",
+    },
+    "vision_config": {
+        "model_type": "intern_vit_6b", "hidden_size": 1024, "intermediate_size": 4096,
+        "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 448,
+        "patch_size": 14, "layer_norm_eps": 1e-6, "norm_type": "layer_norm",
+        "qkv_bias": True, "qk_normalization": False, "drop_path_rate": 0.1,
+    },
+}  # fmt: skip
+
 # name -> (config, image side in pixels, what it is)
 BUILTIN = {
     "qwen2-vl-2b": (QWEN2_VL_2B, 448, "Qwen2-VL-2B-Instruct shape, 448 px"),
@@ -360,6 +393,12 @@ BUILTIN = {
         LFM2_VL_450M,
         512,
         "LFM2-VL-450M shape (SigLIP2-B/16 + LFM2-350M), 1 x 2 tiles + thumbnail",
+    ),
+    "internvl3-1b": (
+        INTERNVL3_1B,
+        448,
+        "InternVL3-1B shape (InternViT-300M + Qwen2.5-0.5B), tiled as the processor "
+        "tiles a square picture, 448 px",
     ),
     "tiny-llava": (TINY_LLAVA, 64, "toy llava (smoke test only)"),
     "tiny-gemma3": (TINY_GEMMA3, 64, "toy gemma3 (smoke test only)"),

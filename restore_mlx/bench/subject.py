@@ -14,6 +14,7 @@ import mlx.core as mx
 import numpy as np
 from mlx_vlm.models.llava_onevision import llava_onevision as onevision
 
+from ..adapters import internvl as internvl_adapter
 from ..adapters import llava_onevision as ov_adapter
 from ..adapters.processors import load
 from ..core.budget import resolve_budget
@@ -89,7 +90,8 @@ def synthetic_sample(config: dict, side: int, seed: int = 0, images: int = 1):
     if "bench_views" in config and images > 1:
         raise InputError(
             f"--images {images}: the tiled built-ins ({config['model_type']}) measure "
-            "one image; use qwen2-vl-2b, llava-ov-0.5b, gemma3-4b or a checkpoint"
+            "one image; use qwen2-vl-2b, llava-ov-0.5b, gemma3-4b, internvl3-1b or a "
+            "checkpoint"
         )
     if config["model_type"].startswith("qwen"):
         vc = config["vision_config"]
@@ -107,6 +109,8 @@ def synthetic_sample(config: dict, side: int, seed: int = 0, images: int = 1):
         pixels = rng.standard_normal((images, 3, side, side)).astype(np.float32)
         length = len(before) + images * len(image) + len(after)
         extra = {"mask": mx.ones((1, length), dtype=mx.int32)}  # the merge needs one
+    elif config["model_type"] == "internvl_chat":
+        image, n, pixels, extra = _internvl_request(config, side, rng, images)
     elif "bench_views" in config:
         image, n, pixels, extra = _tiled_request(config, rng, vocab)
     else:
@@ -152,6 +156,21 @@ def _tiled_request(config: dict, rng, vocab: int):
         "spatial_shapes": mx.array(np.array(views, dtype=np.int32)),
     }
     return image, n, pixels, extra
+
+
+def _internvl_request(config: dict, side: int, rng, images: int = 1):
+    """(image ids, visual tokens, pixel_values, extras) of one ``side`` x ``side``
+    picture (pixels for ``images`` of them) cut into tiles as mlx-vlm's InternVL processor cuts it (a thumbnail after
+    several tiles), 256 tokens per tile between ``<img>`` and ``</img>``."""
+    tile = config["vision_config"]["image_size"]
+    cols, rows = internvl_adapter.tile_grid((side, side))
+    tiles = cols * rows + (1 if cols * rows > 1 else 0)
+    per_tile = int((tile // config["vision_config"]["patch_size"]) ** 2 * 0.25)
+    n = tiles * per_tile
+    token = config["image_token_index"]
+    image = [token - 2] + [token] * n + [token - 1]  # <img> ... </img>
+    pixels = rng.standard_normal((images * tiles, 3, tile, tile)).astype(np.float32)
+    return image, n, pixels, {}
 
 
 def _load_real(spec: str, images: int = 1) -> Subject:
