@@ -35,6 +35,20 @@ def best_match(a: mx.array, b: mx.array, block: int = SIM_BLOCK):
     return mx.concatenate(best, axis=1), mx.concatenate(arg, axis=1)
 
 
+def nearest_other(xn: mx.array, block: int = SIM_BLOCK) -> mx.array:
+    """Highest cosine similarity [N] of each unit row of xn [N, D] to another row
+    (-inf for a single row), formed one ``block`` x N block at a time."""
+    n = xn.shape[0]
+    ids = mx.arange(n)
+    nearest = []
+    for start in range(0, n, block):
+        sim = xn[start : start + block] @ xn.T
+        own = ids[start : start + block, None] == ids[None, :]
+        nearest.append(mx.max(mx.where(own, -mx.inf, sim), axis=-1))
+        mx.eval(nearest[-1])  # frees the block before the next one
+    return mx.concatenate(nearest)
+
+
 def gather_rows(x: mx.array, idx: mx.array) -> mx.array:
     """``x[b, idx[b]]`` for x [B, N, D] and idx [B, K] -> [B, K, D]."""
     b, n, d = x.shape

@@ -16,6 +16,7 @@ from .ops import (
     complement,
     cosine,
     gather_rows,
+    nearest_other,
     normalize,
     top_indices,
 )
@@ -65,17 +66,8 @@ def select_divprune(tok, m, scores):
 
 def most_isolated(xn: mx.array, block: int = SIM_BLOCK) -> mx.array:
     """The row (int32 scalar) of the unit rows xn [N, D] whose nearest other row is
-    farthest, the lowest on ties; formed one ``block`` x N similarity block at a time.
-    """
-    n = xn.shape[0]
-    ids = mx.arange(n)
-    nearest = []
-    for start in range(0, n, block):
-        dist = 1.0 - xn[start : start + block] @ xn.T
-        own = ids[start : start + block, None] == ids[None, :]
-        nearest.append(mx.min(mx.where(own, mx.inf, dist), axis=-1))
-        mx.eval(nearest[-1])  # frees the block before the next one
-    return mx.argmax(mx.concatenate(nearest)).astype(mx.int32)
+    farthest (1 - cosine), the lowest on ties; O(block x N) memory."""
+    return mx.argmax(1.0 - nearest_other(xn, block)).astype(mx.int32)
 
 
 def greedy_max_min(xn: mx.array, m: int, block: int = SIM_BLOCK) -> mx.array:
