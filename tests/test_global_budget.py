@@ -151,3 +151,35 @@ def test_the_cli_flag_sets_the_policy():
     assert resolve_config(args, {})[0].budget_policy == "proportional"
     with pytest.raises(SystemExit):
         parser.parse_args(["--model", "m", "--budget-policy", "everywhere"])
+
+
+def _counts(prepared):
+    return _per_span(prepared.reduction, prepared.segments)
+
+
+@pytest.mark.parametrize("method", ["divprune", "fastv"])
+def test_the_policy_reaches_a_tiled_prompt(method):
+    # Two images as four views (lfm2_vl): the recipe's policy decides the views'
+    # budgets, and the model runs the reduced prompt exactly as pruning must (the
+    # unpatched layers on the reduced prompt, removed keys masked, to the bit).
+    from conftest import BUILDERS
+    from test_calibration_model import expected_logits, patched_logits
+    from test_integration import PRUNE
+
+    import restore_mlx.integration as ri
+
+    counts = {}
+    for policy in ("proportional", "global"):
+        model, sample = BUILDERS["lfm2_vl-2images"]()
+        ri.apply(model, **{**PRUNE, "method": method, "keep": 0.3,
+                           "budget_policy": policy})  # fmt: skip
+        prepared = ri.prepare_tokens(model, sample)
+        counts[policy] = _counts(prepared)
+    assert sum(counts["global"]) == sum(counts["proportional"]) == 16
+    assert counts["proportional"] == [5, 5, 3, 3]
+    assert counts["global"] != counts["proportional"]
+    ref_model, _ = BUILDERS["lfm2_vl-2images"]()
+    got = patched_logits(model, prepared, [7, 11, 3])
+    want = expected_logits("lfm2_vl-2images", ref_model, sample, prepared, [7, 11, 3],
+                           size=False, dist=False)  # fmt: skip
+    assert np.array_equal(got, want)
