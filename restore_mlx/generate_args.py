@@ -5,6 +5,7 @@ import argparse
 import codecs
 import json
 
+from .config import BUDGET_POLICIES
 from .convert import PRESET_KEY, QUANT_BITS, QUANT_GROUP_SIZES
 from .core.api import REDUCERS
 from .errors import InputError, OneLineParser
@@ -40,6 +41,8 @@ def resolve_config(args, model_config: dict):
         config = config.with_(method=args.method or config.method, **budget)
     if args.no_restore:
         config = config.with_(restore=False)
+    if args.budget_policy is not None:
+        config = config.with_(budget_policy=args.budget_policy)
     return config, name
 
 
@@ -113,7 +116,7 @@ def _input_flags(p) -> None:
         action="extend",
         default=None,
         help="URLs or paths of the images to process (several: one prompt about all of "
-        "them, each reduced on its own, the budget split in proportion). "
+        "them, each reduced on its own, the budget shared as --budget-policy says). "
         "Without one, the prompt runs unreduced.",
     )
     p.add_argument(
@@ -179,6 +182,14 @@ def _restore_flags(p) -> None:
         action="store_true",
         help="Reduce with the base "
         "method alone (no RESTORE positions, calibration or anchors).",
+    )
+    p.add_argument(
+        "--budget-policy",
+        choices=BUDGET_POLICIES,
+        default=None,
+        help="How several images or tiles share the budget: 'proportional' to their "
+        "tokens, or 'global', where the method's ranking of all their tokens together "
+        "puts it (default: the preset's, proportional).",
     )
 
 

@@ -353,7 +353,7 @@ def _reduce(model, adapter, sample, cfg, encoded, segments, slots) -> Reduction:
     red = reduce_segments(
         encoded.features, segments, cfg.method, keep=cfg.keep, tokens=cfg.tokens,
         restore=cfg.restore, anchors=cfg.anchors, anchor_rule=cfg.anchor_rule,
-        position_rule=cfg.position_rule, **scores,
+        position_rule=cfg.position_rule, budget_policy=cfg.budget_policy, **scores,
     )  # fmt: skip
     mx.eval(red.features, red.sizes, red.positions)
     return red

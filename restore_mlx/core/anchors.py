@@ -39,14 +39,20 @@ def anchor_merge(x: mx.array, k: int, rule: str = "reference"):
     return anchors_from_similarity(cosine(x), k, rule)
 
 
+def symmetric(sim: mx.array) -> mx.array:
+    """Similarities sim [B, N, N] made exactly symmetric with a unit diagonal, so tied
+    densities (e.g. duplicate tokens) tie exactly instead of by the matmul's rounding.
+    """
+    n = sim.shape[-1]
+    return mx.where(mx.eye(n, dtype=mx.bool_), 1.0, 0.5 * (sim + sim.swapaxes(1, 2)))
+
+
 def anchors_from_similarity(sim: mx.array, k: int, rule: str = "reference"):
     """``anchor_merge`` given the tokens' cosine similarities sim [B, N, N]."""
     n = sim.shape[1]
     if not 1 <= k <= n:
         raise ValueError(f"anchor count must be in [1, {n}], got {k}")
-    # Exact symmetry and unit diagonal make tied densities (e.g. duplicate tokens) tie
-    # exactly, instead of being ordered by the matmul's rounding.
-    sim = mx.where(mx.eye(n, dtype=mx.bool_), 1.0, 0.5 * (sim + sim.swapaxes(1, 2)))
+    sim = symmetric(sim)
     anchors = top_indices(anchor_scores(sim, rule), k)
     to_anchor = mx.take_along_axis(sim, anchors[:, None, :], axis=2)
     labels = mx.argmax(to_anchor, axis=-1).astype(mx.int32)

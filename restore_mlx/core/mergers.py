@@ -2,7 +2,14 @@
 
 import mlx.core as mx
 
-from .ops import complement, cosine, gather_rows, segment_mean, top_indices
+from .ops import (
+    best_match,
+    complement,
+    cosine,
+    gather_rows,
+    segment_mean,
+    top_indices,
+)
 
 # VisionZip's published split: 54 dominant + 10 contextual tokens out of 64.
 _CONTEXT_SHARE = 10 / 64
@@ -17,10 +24,10 @@ def _tome_round(x, labels, n, r):
     """
     b = x.shape[0]
     feats = segment_mean(x, labels, n)  # size-weighted means of the current groups
-    sim = cosine(feats[:, 0::2], feats[:, 1::2])
-    na = sim.shape[1]
-    dst = 2 * mx.argmax(sim, axis=-1).astype(mx.int32) + 1  # label of the B partner
-    merged_a = 2 * top_indices(mx.max(sim, axis=-1), r)  # labels of merging A groups
+    best, partner = best_match(feats[:, 0::2], feats[:, 1::2])
+    na = best.shape[1]
+    dst = 2 * partner + 1  # label of the B partner
+    merged_a = 2 * top_indices(best, r)  # labels of merging A groups
     keep = mx.put_along_axis(
         mx.ones((b, n), dtype=mx.int32), merged_a, mx.zeros_like(merged_a), axis=1
     )

@@ -3,6 +3,9 @@
 import mlx.core as mx
 
 _EPS = 1e-12
+# Similarity blocks hold this many rows against all N tokens at once: O(block x N)
+# memory instead of N x N on very large spans (a 6,561-token tile is 172 MB per N x N).
+SIM_BLOCK = 256
 
 
 def normalize(x: mx.array) -> mx.array:
@@ -16,6 +19,34 @@ def cosine(a: mx.array, b: mx.array = None) -> mx.array:
     an = normalize(a)
     bn = an if b is None else normalize(b)
     return an @ bn.swapaxes(-1, -2)
+
+
+def best_match(a: mx.array, b: mx.array, block: int = SIM_BLOCK):
+    """(max [B, Na], argmax [B, Na] int32) of the cosine similarity of each row of
+    ``a`` to the rows of ``b``, formed ``block`` rows of ``a`` at a time."""
+    an, bt = normalize(a), normalize(b).swapaxes(-1, -2)
+    best, arg = [], []
+    for start in range(0, a.shape[1], block):
+        sim = an[:, start : start + block] @ bt
+        best.append(mx.max(sim, axis=-1))
+        arg.append(mx.argmax(sim, axis=-1).astype(mx.int32))
+        if a.shape[1] > block:
+            mx.eval(best[-1], arg[-1])  # frees the block before the next one
+    return mx.concatenate(best, axis=1), mx.concatenate(arg, axis=1)
+
+
+def nearest_other(xn: mx.array, block: int = SIM_BLOCK) -> mx.array:
+    """Highest cosine similarity [N] of each unit row of xn [N, D] to another row
+    (-inf for a single row), formed one ``block`` x N block at a time."""
+    n = xn.shape[0]
+    ids = mx.arange(n)
+    nearest = []
+    for start in range(0, n, block):
+        sim = xn[start : start + block] @ xn.T
+        own = ids[start : start + block, None] == ids[None, :]
+        nearest.append(mx.max(mx.where(own, -mx.inf, sim), axis=-1))
+        mx.eval(nearest[-1])  # frees the block before the next one
+    return mx.concatenate(nearest)
 
 
 def gather_rows(x: mx.array, idx: mx.array) -> mx.array:

@@ -7,10 +7,21 @@ the kept token it is most similar to.
 """
 
 import mlx.core as mx
+import numpy as np
 
-from .ops import Tokens, complement, cosine, gather_rows, top_indices
+from .ops import (
+    SIM_BLOCK,
+    Tokens,
+    best_match,
+    complement,
+    cosine,
+    gather_rows,
+    nearest_other,
+    normalize,
+    top_indices,
+)
 
-# divprune's greedy loop is evaluated in chunks so the lazy graph stays small.
+# divprune's greedy steps run ahead this many at a time between checks.
 _EVAL_EVERY = 64
 
 
@@ -44,26 +55,73 @@ def select_divprune(tok, m, scores):
     """DivPrune: greedy max-min cosine diversity.
 
     Starts from the token least similar to its nearest neighbour, then repeatedly adds
-    the token whose distance (1 - cosine) to the kept set is largest. One vectorised
-    step per selection (a Python loop over the m picks, none over tokens).
+    the token whose distance (1 - cosine) to the kept set is largest. Each step needs
+    only the distances from the newest pick to every token, so no N x N matrix is
+    formed (``greedy_max_min``).
     """
-    n = tok.x.shape[1]
-    # Symmetric, so the distances to a pick are its row (a fast contiguous gather).
-    dist = 1.0 - 0.5 * (tok.sim + tok.sim.swapaxes(1, 2))
-    ids = mx.arange(n, dtype=mx.int32)[None, :]
-    eye = mx.eye(n, dtype=mx.bool_)
-    first = mx.argmax(mx.min(mx.where(eye, mx.inf, dist), axis=-1), axis=-1)
-    picks = [first.astype(mx.int32)]
-    chosen = ids == picks[0][:, None]
-    near = gather_rows(dist, picks[0][:, None])[:, 0]
-    for t in range(1, m):
-        nxt = mx.argmax(mx.where(chosen, -mx.inf, near), axis=-1).astype(mx.int32)
-        picks.append(nxt)
-        chosen = chosen | (ids == nxt[:, None])
-        near = mx.minimum(near, gather_rows(dist, nxt[:, None])[:, 0])
-        if t % _EVAL_EVERY == 0:
-            mx.eval(near, chosen, *picks)
-    return mx.sort(mx.stack(picks, axis=1), axis=1)
+    xn = normalize(tok.x)
+    picks = [greedy_max_min(xn[i], m) for i in range(xn.shape[0])]
+    return mx.sort(mx.stack(picks), axis=1)
+
+
+def most_isolated(xn: mx.array, block: int = SIM_BLOCK) -> mx.array:
+    """The row (int32 scalar) of the unit rows xn [N, D] whose nearest other row is
+    farthest (1 - cosine), the lowest on ties; O(block x N) memory."""
+    return mx.argmax(1.0 - nearest_other(xn, block)).astype(mx.int32)
+
+
+def greedy_max_min(xn: mx.array, m: int, block: int = SIM_BLOCK) -> mx.array:
+    """DivPrune's m picks [m] (int32, in pick order) over the unit rows xn [N, D].
+
+    A pick's distances to every token are its row of 1 - xn xn^T. Rows are formed for
+    the pick and the ``block - 1`` tokens then farthest from the kept set, where the
+    next picks come from; the steps run ahead on device and one check per
+    ``_EVAL_EVERY`` steps finds the first pick whose row was not formed, from which
+    the loop resumes with a new block. Memory is O(block x N); the picks are those
+    of the full distance matrix.
+    """
+    n = xn.shape[0]
+    ids = mx.arange(n, dtype=mx.int32)
+    pick = most_isolated(xn, block)
+    picks = [pick]
+    near = mx.where(ids == pick, -mx.inf, mx.inf)  # kept tokens sit at -inf
+    missed = True
+    while len(picks) < m:
+        if missed:
+            rows, slot = _distance_rows(xn, near, pick, block)
+        ahead = _run_ahead(rows, slot, near, pick, min(_EVAL_EVERY, m - len(picks)))
+        hits = mx.stack([h for h, *_ in ahead])
+        mx.eval(hits, *(s for _, s, _ in ahead))
+        misses = np.flatnonzero(~np.array(hits))  # the one host read per batch
+        missed = misses.size > 0
+        for _, pick, near in ahead[: misses[0]] if missed else ahead:
+            picks.append(pick)
+    return mx.stack(picks)
+
+
+def _distance_rows(xn, near, pick, block):
+    """Distance rows [K, N] of ``pick`` and the tokens farthest from the kept set (by
+    ``near``), and the row of each token in them ([N], -1 for none)."""
+    n = xn.shape[0]
+    top = mx.argsort(-near)[: block - 1].astype(mx.int32)
+    cand = mx.concatenate([pick[None], top])
+    slot = mx.full((n,), -1, dtype=mx.int32)
+    slot[cand] = mx.arange(cand.shape[0], dtype=mx.int32)
+    return 1.0 - xn[cand] @ xn.T, slot
+
+
+def _run_ahead(rows, slot, near, pick, steps):
+    """Up to ``steps`` greedy steps on device: (had its row, next pick, near after)
+    per step; a step whose pick had no row computes garbage after it."""
+    ids = mx.arange(near.shape[0], dtype=mx.int32)
+    ahead = []
+    for _ in range(steps):
+        s = slot[pick]
+        near = mx.minimum(near, mx.take(rows, mx.maximum(s, 0), axis=0))
+        pick = mx.argmax(near).astype(mx.int32)
+        near = mx.where(ids == pick, -mx.inf, near)
+        ahead.append((s >= 0, pick, near))
+    return ahead
 
 
 def select_dart(tok, m, scores):
@@ -96,7 +154,7 @@ def dedup(x: mx.array, cand: mx.array, m: int) -> mx.array:
     while cand.shape[1] > m:
         a, b = cand[:, 0::2], cand[:, 1::2]
         r = min(a.shape[1], cand.shape[1] - m)
-        best = mx.max(cosine(gather_rows(x, a), gather_rows(x, b)), axis=-1)
+        best, _ = best_match(gather_rows(x, a), gather_rows(x, b))
         keep_a = mx.take_along_axis(a, top_indices(-best, a.shape[1] - r), axis=1)
         cand = mx.sort(mx.concatenate([keep_a, b], axis=1), axis=1)
     return cand.astype(mx.int32)

@@ -1,0 +1,99 @@
+"""Blockwise similarity: the reducers that no longer form an N x N matrix pick what the
+full-matrix versions picked, to the index."""
+
+import mlx.core as mx
+import pytest
+
+from restore_mlx import reduce
+from restore_mlx.core import mergers, pruners
+from restore_mlx.core.api import REDUCERS, Reducer
+from restore_mlx.core.ops import (
+    Tokens,
+    best_match,
+    cosine,
+    gather_rows,
+    normalize,
+    top_indices,
+)
+
+
+def _divprune_full(x, m):
+    """DivPrune as it was with the full [B, N, N] distance matrix (the oracle)."""
+    sim = cosine(x)
+    dist = 1.0 - 0.5 * (sim + sim.swapaxes(1, 2))
+    n = x.shape[1]
+    ids = mx.arange(n, dtype=mx.int32)[None, :]
+    eye = mx.eye(n, dtype=mx.bool_)
+    picks = [mx.argmax(mx.min(mx.where(eye, mx.inf, dist), axis=-1), axis=-1)]
+    chosen = ids == picks[0][:, None]
+    near = gather_rows(dist, picks[0][:, None].astype(mx.int32))[:, 0]
+    for _ in range(1, m):
+        nxt = mx.argmax(mx.where(chosen, -mx.inf, near), axis=-1).astype(mx.int32)
+        picks.append(nxt)
+        chosen = chosen | (ids == nxt[:, None])
+        near = mx.minimum(near, gather_rows(dist, nxt[:, None])[:, 0])
+        mx.eval(near, chosen)
+    return mx.stack(picks, axis=1).astype(mx.int32)
+
+
+def _x(n, d=24, b=1, seed=0):
+    return mx.random.normal((b, n, d), key=mx.random.key(seed))
+
+
+@pytest.mark.parametrize("n, m, block", [(5, 3, 2), (60, 30, 7), (300, 75, 16),
+                                         (300, 299, 64), (700, 80, 256)])  # fmt: skip
+def test_divprune_picks_match_the_full_matrix_in_order(n, m, block):
+    x = _x(n, seed=n)
+    want = _divprune_full(x, m)[0].tolist()
+    assert pruners.greedy_max_min(normalize(x)[0], m, block=block).tolist() == want
+
+
+@pytest.mark.parametrize("n", [40, 530])
+def test_divprune_selection_matches_for_a_batch(n):
+    x = _x(n, b=2, seed=7)
+    m = n // 4
+    got = pruners.select_divprune(Tokens(x), m, {})
+    assert mx.array_equal(got, mx.sort(_divprune_full(x, m), axis=1)).item()
+
+
+def test_divprune_keeps_one_of_two_duplicates_only_when_it_must():
+    x = _x(20, seed=3)
+    x = mx.concatenate([x, x[:, :5]], axis=1)  # 5 exact duplicates
+    picks = pruners.greedy_max_min(normalize(x)[0], 20, block=4).tolist()
+    assert len(set(picks)) == 20
+    assert picks == _divprune_full(x, 20)[0].tolist()
+
+
+@pytest.mark.parametrize("n", [9, 600])
+def test_best_match_equals_the_full_similarity(n):
+    x = _x(n, seed=n)
+    a, b = x[:, 0::2], x[:, 1::2]
+    best, arg = best_match(a, b, block=32)
+    sim = cosine(a, b)
+    assert mx.array_equal(arg, mx.argmax(sim, axis=-1)).item()
+    assert mx.allclose(best, mx.max(sim, axis=-1), atol=1e-6).item()
+
+
+def _best_match_full(a, b, block=None):
+    sim = cosine(a, b)
+    return mx.max(sim, axis=-1), mx.argmax(sim, axis=-1).astype(mx.int32)
+
+
+def _select_divprune_full(tok, m, scores):
+    return mx.sort(_divprune_full(tok.x, m), axis=1)
+
+
+@pytest.mark.parametrize("method", ["divprune", "tome", "vispruner"])
+@pytest.mark.parametrize("restore", [False, True])
+@pytest.mark.parametrize("n", [300, 729])
+def test_reduce_matches_the_full_matrix_reducers(method, restore, n, monkeypatch):
+    x = _x(n, seed=11)
+    cls = mx.softmax(_x(n, d=1, seed=12)[..., 0], axis=-1)
+    got = reduce(x, method, keep=0.3, restore=restore, cls_attention=cls)
+    monkeypatch.setattr(mergers, "best_match", _best_match_full)
+    monkeypatch.setattr(pruners, "best_match", _best_match_full)
+    full = Reducer(select=_select_divprune_full)
+    monkeypatch.setitem(REDUCERS, "divprune", full)
+    want = reduce(x, method, keep=0.3, restore=restore, cls_attention=cls)
+    for name in ("positions", "assignment", "sizes", "merged"):
+        assert mx.array_equal(getattr(got, name), getattr(want, name)).item(), name
