@@ -31,7 +31,7 @@ _LAZY = {
     "is_applied": "restore_mlx.integration",
     "encode_image": "restore_mlx.integration",
     "prepare_inputs": "restore_mlx.integration",
-    "inspect_prefill": "restore_mlx.integration",
+    "inspect_prefill": "restore_mlx.trace",
     "load": "restore_mlx.adapters.processors",
     "PRESETS": "restore_mlx.presets",
 }

@@ -314,3 +314,13 @@ class RestoreState:
             else:
                 out.append(rows)
         return tuple(out)
+
+
+def patched_state(model) -> RestoreState:
+    """The ``RestoreState`` ``apply`` attached to ``model``; a ValueError if none."""
+    state = getattr(model, "_restore_state", None)
+    if state is None:
+        raise ValueError(
+            "the model is not patched: call restore_mlx.apply(model) first"
+        )
+    return state
