@@ -22,7 +22,6 @@ request, so a batch needs more:
 
 import itertools
 from collections import OrderedDict
-from typing import Optional
 
 import mlx.core as mx
 

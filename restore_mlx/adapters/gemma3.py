@@ -36,11 +36,8 @@ from .patching import (
     attend_fetched,
     cache_key_order,
     language_layers,
-    patch_language_model,
+    model_and_attention_patch,
     project_qkv,
-    swap_class,
-    unpatch_language_model,
-    unswap_class,
 )
 
 NAMES = ("gemma3",)
@@ -80,16 +77,7 @@ def normed_qkv(attn, x):
     return attn.q_norm(q), attn.k_norm(k), v
 
 
-def patch(model, state):
-    """Swap the model's, language model's and attention layers' classes."""
-    patch_language_model(model, state, _Attention)
-    swap_class(model, _Model)
-
-
-def unpatch(model):
-    """Undo ``patch``."""
-    unpatch_language_model(model)
-    unswap_class(model)
+patch, unpatch = model_and_attention_patch(_Model, _Attention)
 
 
 layers = language_layers

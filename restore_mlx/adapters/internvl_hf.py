@@ -20,22 +20,9 @@ import numpy as np
 
 from ..errors import UnsupportedArchitecture
 from . import internvl
-from .contract import ReducedLayout, RopeFrequencies, VisionOutput
-from .llava import (
-    first_layer_input,
-    full_positions,
-    nn_rope_frequencies,
-    positioned_layout,
-    token_runs,
-)
-from .patching import (
-    attend,
-    language_layers,
-    patch_language_model,
-    swap_class,
-    unpatch_language_model,
-    unswap_class,
-)
+from .contract import RopeFrequencies, VisionOutput
+from .llava import first_layer_input, full_positions, nn_rope_frequencies, token_runs
+from .patching import attend, language_layers, model_and_attention_patch
 from .qwen3_vl import normed_qkv  # Qwen3's q/k RMSNorm, as its attention does
 
 NAMES = ("internvl",)
@@ -75,16 +62,7 @@ class _Attention:
         return attend(self, plan, q, k, v, mask, cache)
 
 
-def patch(model, state):
-    """Swap the model's, language model's and attention layers' classes."""
-    patch_language_model(model, state, _Attention)
-    swap_class(model, _Model)
-
-
-def unpatch(model):
-    """Undo ``patch``."""
-    unpatch_language_model(model)
-    unswap_class(model)
+patch, unpatch = model_and_attention_patch(_Model, _Attention)
 
 
 def rope_frequencies(model) -> RopeFrequencies:
@@ -132,27 +110,12 @@ def encode(model, pixel_values, sample, need_cls=None) -> VisionOutput:
     return internvl.tiled_output(features, tile_side(model), spans)
 
 
-def cached_image_features(features):
-    """``features`` [1, N, D] as the patched merge takes them (it flattens)."""
-    return features
-
-
-def image_kwargs(model, features, extra):
-    """Generate kwargs that merge ``features`` [1, N, D] instead of running the tower
-    (through the patched ``get_input_embeddings``)."""
-    return {"cached_image_features": cached_image_features(features)}
-
-
-def layout(model, request) -> ReducedLayout:
-    """The reduced prompt: ids, prompt positions, decode shift, generate kwargs."""
-    return positioned_layout(
-        request, image_kwargs(model, request.features, request.extra)
-    )
-
-
-def run_layer(model, layer, h, positions):
-    """One LM layer on the full prompt without cache (for in-LLM scoring)."""
-    return layer(h, "causal", None)
+# The prompt is laid out and merged as in internvl_chat (the patched
+# ``get_input_embeddings`` takes the same cached features).
+cached_image_features = internvl.cached_image_features
+image_kwargs = internvl.image_kwargs
+layout = internvl.layout
+run_layer = internvl.run_layer
 
 
 def queries_keys(model, layer, x, positions):

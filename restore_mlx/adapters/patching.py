@@ -130,6 +130,23 @@ def unpatch_language_model(model, layers=language_layers):
         unswap_class(layer.self_attn, *PATCH_ATTRS)
 
 
+def model_and_attention_patch(model_mixin, attention_mixin):
+    """(``patch``, ``unpatch``) of a family whose model class is swapped too (its
+    image merge takes the reduced features) besides the language model and attention."""
+
+    def patch(model, state):
+        """Swap the model's, language model's and attention layers' classes."""
+        patch_language_model(model, state, attention_mixin)
+        swap_class(model, model_mixin)
+
+    def unpatch(model):
+        """Undo ``patch``."""
+        unpatch_language_model(model)
+        unswap_class(model)
+
+    return patch, unpatch
+
+
 def rope_at(rope, x: mx.array, positions: mx.array) -> mx.array:
     """Apply ``rope`` (an ``nn.RoPE``) to x [B, H, L, D] at per-token ``positions`` [L].
 

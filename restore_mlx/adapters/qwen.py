@@ -17,7 +17,6 @@ import mlx.core as mx
 
 from ..core import calibration as cal
 from ..core.types import Segment
-from ..errors import UnsupportedMethod
 from .contract import ReducedLayout, RopeFrequencies, VisionOutput, whole_picture
 from .llava import first_layer_input, token_runs  # noqa: F401
 from .patching import (
