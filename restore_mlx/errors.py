@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 
 class RestoreError(ValueError):
@@ -58,7 +59,7 @@ class OneLineParser(argparse.ArgumentParser):
         fail(message, prog=self.prog)
 
 
-def fail(message, prog=None) -> "NoReturn":  # noqa: F821
+def fail(message, prog=None) -> NoReturn:
     """Print ``prog: error: message`` on one line to stderr and exit with status 2."""
     text = " ".join(str(message).split())  # one line, whatever the message held
     print(f"{prog or sys.argv[0]}: error: {text}", file=sys.stderr)
