@@ -10,6 +10,10 @@ lookup found, after layer 2), with a curriculum on the number of objects (few fi
 no absolute positions, so ``--position-aux`` asks the LM to write each visual token's
 row and column from its M-RoPE positions. ``--teacher`` and ``--init-lm`` warm-start
 from a trained probe (``warmstart``).
+
+On Linux, MLX's CPU matmul is far faster with the system OpenBLAS preloaded
+(``LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3``): a Qwen2-VL
+stage-1 step took 1.0 s instead of 6.0 s here, with identical losses.
 """
 
 import argparse
