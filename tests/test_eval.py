@@ -269,3 +269,24 @@ def test_eval_cli_rejects_bad_flags(flags, match, capsys):
     with pytest.raises(SystemExit) as e:
         ev.main(["--model", "unused", *flags])
     assert e.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_means_table_gives_mean_standard_error_and_wins_over_base():
+    """Two methods at one budget: base 0.5 / 0.7, restore 0.6 / 0.7 -> restore's mean
+    0.650 ± 0.050 (standard error over the two methods), better for 1, tied for 1."""
+    from restore_mlx.eval.probe.report import markdown
+
+    def row(method, variant, acc):
+        return dict(
+            method=method, variant=variant, keep=0.5, family="all", accuracy=acc
+        )
+
+    rows = [
+        row("pool", "base", 0.5),
+        row("tome", "base", 0.7),
+        row("pool", "restore", 0.6),
+        row("tome", "restore", 0.7),
+    ]
+    text = markdown(rows, {"model": "m"})
+    assert "| base | 0.600 ± 0.100 |" in text
+    assert "| restore | 0.650 ± 0.050 (1/1 of 2) |" in text

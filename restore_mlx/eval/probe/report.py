@@ -60,6 +60,51 @@ def _family_table(rows, keeps, families) -> list:
     return lines + [""]
 
 
+def _mean_se(values) -> str:
+    """``mean ± one standard error`` of ``values`` (over methods)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return _fmt(mean)
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return f"{mean:.3f} ± {(var / n) ** 0.5:.3f}"
+
+
+def _means_table(rows, keeps) -> list:
+    """Accuracy (all families) per variant: the mean over methods ± one standard error
+    (over methods), and for how many methods the variant beats / ties its base."""
+    grid = _grid(rows, "all", "accuracy")
+    variants = [v for v in VARIANT_ORDER if any(var == v for _, var in grid)]
+    head = "| variant | " + " | ".join(f"keep {k:g}" for k in keeps) + " |"
+    lines = [
+        "**Accuracy (all families), mean over methods ± one standard error; "
+        "methods better / tied against their base**",
+        "",
+        head,
+        "|" + "---|" * (len(keeps) + 1),
+    ]
+    for var in variants:
+        cells = []
+        for k in keeps:
+            pairs = [
+                (by_keep[k], grid.get((m, "base"), {}).get(k))
+                for (m, v), by_keep in grid.items()
+                if v == var and by_keep.get(k) is not None
+            ]
+            if not pairs:
+                cells.append("-")
+                continue
+            cell = _mean_se([a for a, _ in pairs])
+            if var != "base":
+                known = [(a, b) for a, b in pairs if b is not None]
+                better = sum(a > b for a, b in known)
+                tied = sum(a == b for a, b in known)
+                cell += f" ({better}/{tied} of {len(known)})"
+            cells.append(cell)
+        lines.append(f"| {var} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def markdown(rows, meta) -> str:
     """The run as markdown: accuracy and fidelity tables, per-family summary, skips."""
     keeps = sorted({r["keep"] for r in rows if r["method"] != "none"}, reverse=True)
@@ -72,7 +117,8 @@ def markdown(rows, meta) -> str:
         f"{meta.get('visual_tokens', '?')} visual tokens per image, "
         f"seed {meta.get('seed')}."
     )
-    lines += ["", *_table(rows, "all", "accuracy", keeps, "Accuracy (all families)")]
+    lines += ["", *_means_table(rows, keeps)]
+    lines += _table(rows, "all", "accuracy", keeps, "Accuracy (all families)")
     lines += _family_table(rows, keeps, families)
     for measure, title in (
         ("cosine", "Cosine similarity of the final hidden state to the full model"),
