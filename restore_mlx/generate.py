@@ -56,9 +56,23 @@ def _label(config, preset) -> str:
     budget = (
         f"{config.tokens} tokens" if config.keep is None else f"keep {config.keep:g}"
     )
-    restore = "on" if config.restore else "off"
+    parts = [
+        name
+        for name, on in (
+            ("positions", config.positions),
+            ("calibration", config.size_bias or config.distance_bias),
+            ("anchors", config.anchors),
+        )
+        if on
+    ]
+    if not config.restore:
+        restore = "RESTORE off"
+    elif len(parts) == 3:
+        restore = "RESTORE on"
+    else:  # a partial recipe, e.g. the mobile presets' original positions alone
+        restore = "RESTORE: " + (" + ".join(parts) or "no part")
     name = f"preset {preset}: " if preset else ""
-    return f"{name}{config.method}, {budget}, RESTORE {restore}"
+    return f"{name}{config.method}, {budget}, {restore}"
 
 
 def _prepare_model(args, images):

@@ -59,6 +59,7 @@ def test_end_to_end_subprocess_reports_reduced_tokens(llava, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Visual tokens: 64 -> 32" in done.stdout
+    assert "preset mobile-50: divprune, keep 0.5, RESTORE: positions" in done.stdout
     stats = json.loads(stats_file.read_text())
     assert (stats["visual_tokens_before"], stats["visual_tokens_after"]) == (64, 32)
     assert stats["method"] == "divprune" and stats["keep"] == 0.5 and stats["restore"]

@@ -385,7 +385,7 @@ def test_inspect_prefill_matches_generate(arch):
     if arch in RING_BUFFER:
         pytest.skip(RING_BUFFER[arch])
     model, sample = BUILDERS[arch]()
-    for preset in ("mobile-50", None):
+    for preset in ("server-70", None):  # full RESTORE: the calibrated trace
         ri.apply(model, preset, **({} if preset else dict(keep=1.0, restore=False)))
         prepared = ri.prepare_tokens(model, sample)
         trace = ri.inspect_prefill(model, prepared)
