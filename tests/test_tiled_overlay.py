@@ -46,7 +46,11 @@ def reduced(request, tmp_path_factory):
     """(model, processor, picture, prepared) of one image reduced by divprune 0.5."""
     arch = request.param
     picture = _picture(tmp_path_factory.mktemp(arch), *CASES[arch][0])
-    if arch in ("internvl_chat", "internvl", "llava_onevision"):  # in-memory, no processor
+    if arch in (
+        "internvl_chat",
+        "internvl",
+        "llava_onevision",
+    ):  # in-memory, no processor
         model, sample = BUILDERS[arch]()
         ri.apply(model, method="divprune", keep=0.5)
         return arch, model, None, picture, ri.prepare_tokens(model, sample)
@@ -131,11 +135,9 @@ def test_a_kept_token_is_outlined_in_its_own_cell_of_its_own_tile(tmp_path):
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (160, 191, 64, 95)
 
 
-def test_tiles_follow_the_picture_as_resized_for_the_processor(tmp_path):
-    """--resize-shape 70 shrinks a 384 x 192 picture to 70 x 35 before LFM2-VL's
-    processor: 2 x 1 tiles + thumbnail instead of 4 x 2; the overlay places those."""
-    from PIL import Image
-
+def _lfm2_resized_to_70(tmp_path):
+    """(model, processor, picture, prepared): a 384 x 192 picture through LFM2-VL with
+    --resize-shape 70, reduced by divprune 0.5."""
     model, processor = load(str(write_checkpoint("lfm2_vl", tmp_path / "hf")))
     ri.apply(model, method="divprune", keep=0.5)
     prompt = _format_prompt(processor, model, ["what color ?"], None, 1)
@@ -143,6 +145,15 @@ def test_tiles_follow_the_picture_as_resized_for_the_processor(tmp_path):
     prepared = ri.prepare_inputs(
         model, processor, prompt, [picture], resize_shape=(70, 70)
     )
+    return model, processor, picture, prepared
+
+
+def test_tiles_follow_the_picture_as_resized_for_the_processor(tmp_path):
+    """--resize-shape 70 shrinks a 384 x 192 picture to 70 x 35 before LFM2-VL's
+    processor: 2 x 1 tiles + thumbnail instead of 4 x 2; the overlay places those."""
+    from PIL import Image
+
+    model, processor, picture, prepared = _lfm2_resized_to_70(tmp_path)
     assert len(prepared.segments) == 3
     _save_overlays(tmp_path / "o.png", [picture], processor, prepared, model, [70])
     drawn = np.asarray(Image.open(tmp_path / "o.png"))
@@ -155,13 +166,7 @@ def test_a_tiling_the_overlay_cannot_place_is_one_error_and_no_file(tmp_path):
     names --overlay, and no picture is written."""
     from restore_mlx.errors import InputError
 
-    model, processor = load(str(write_checkpoint("lfm2_vl", tmp_path / "hf")))
-    ri.apply(model, method="divprune", keep=0.5)
-    prompt = _format_prompt(processor, model, ["what color ?"], None, 1)
-    picture = _picture(tmp_path, 384, 192)
-    prepared = ri.prepare_inputs(
-        model, processor, prompt, [picture], resize_shape=(70, 70)
-    )
+    model, processor, picture, prepared = _lfm2_resized_to_70(tmp_path)
     with pytest.raises(InputError, match="--overlay: 3 views"):
         _save_overlays(tmp_path / "o.png", [picture], processor, prepared, model)
     assert not (tmp_path / "o.png").exists()
