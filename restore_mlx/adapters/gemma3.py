@@ -37,7 +37,8 @@ from .patching import (
     cache_key_order,
     language_layers,
     model_and_attention_patch,
-    project_qkv,
+    normed_qkv,
+    normed_queries_keys,
 )
 
 NAMES = ("gemma3",)
@@ -68,13 +69,6 @@ class _Attention:
         keys = cache_key_order(cache, num_keys)
         mask = plan.mask(self._restore_layer, mask, keys)
         return attend_fetched(self, plan, q, k, v, mask, cache, keys)
-
-
-def normed_qkv(attn, x):
-    """Queries [B, H, L, D], keys and values [B, Hkv, L, D] with Gemma's q/k RMSNorm
-    applied, before RoPE."""
-    q, k, v, _ = project_qkv(attn, x)
-    return attn.q_norm(q), attn.k_norm(k), v
 
 
 patch, unpatch = model_and_attention_patch(_Model, _Attention)
@@ -208,14 +202,7 @@ def run_layer(model, layer, h, positions):
     return layer(h, create_attention_mask(h, None, window_size=window), None)
 
 
-def queries_keys(model, layer, x, positions):
-    """RoPE'd queries [B, H, T, D], keys [B, Hkv, T, D] and the normed pre-RoPE keys
-    [B, T, Hkv*D]."""
-    attn = layer.self_attn
-    q, k, _ = normed_qkv(attn, x)
-    B, _, T, _ = k.shape
-    raw = k.transpose(0, 2, 1, 3).reshape(B, T, -1)
-    return attn.rope(q), attn.rope(k), raw
+queries_keys = normed_queries_keys
 
 
 # Each image is one view, stretched over the whole picture.

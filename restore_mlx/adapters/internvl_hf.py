@@ -22,8 +22,13 @@ from ..errors import UnsupportedArchitecture
 from . import internvl
 from .contract import RopeFrequencies, VisionOutput
 from .llava import first_layer_input, full_positions, nn_rope_frequencies, token_runs
-from .patching import attend, language_layers, model_and_attention_patch
-from .qwen3_vl import normed_qkv  # Qwen3's q/k RMSNorm, as its attention does
+from .patching import (
+    attend,
+    language_layers,
+    model_and_attention_patch,
+    normed_qkv,
+    normed_queries_keys,
+)
 
 NAMES = ("internvl",)
 __all__ = ["first_layer_input", "full_positions"]
@@ -118,11 +123,4 @@ layout = internvl.layout
 run_layer = internvl.run_layer
 
 
-def queries_keys(model, layer, x, positions):
-    """RoPE'd queries [B, H, T, D], keys [B, Hkv, T, D] and the normed pre-RoPE keys
-    [B, T, Hkv*D]."""
-    attn = layer.self_attn
-    q, k, _ = normed_qkv(attn, x)
-    B, _, T, _ = k.shape
-    raw = k.transpose(0, 2, 1, 3).reshape(B, T, -1)
-    return attn.rope(q), attn.rope(k), raw
+queries_keys = normed_queries_keys

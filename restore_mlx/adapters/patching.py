@@ -179,6 +179,25 @@ def project_qkv(attn, x: mx.array):
     return q, k, v, raw
 
 
+def normed_qkv(attn, x: mx.array):
+    """Queries [B, H, L, D], keys and values [B, Hkv, L, D] before RoPE, with the
+    per-head q/k RMSNorm (``q_norm``/``k_norm``) that Gemma 3's and Qwen3's attention
+    apply first."""
+    q, k, v, _ = project_qkv(attn, x)
+    return attn.q_norm(q), attn.k_norm(k), v
+
+
+def normed_queries_keys(model, layer, x, positions):
+    """``queries_keys`` of a q/k-normed attention with 1-D RoPE named ``rope``
+    (Gemma 3, Qwen3 LMs): RoPE'd queries [B, H, T, D], keys [B, Hkv, T, D] and the
+    normed pre-RoPE keys [B, T, Hkv*D], at the prompt's own contiguous positions."""
+    attn = layer.self_attn
+    q, k, _ = normed_qkv(attn, x)
+    B, _, T, _ = k.shape
+    raw = k.transpose(0, 2, 1, 3).reshape(B, T, -1)
+    return attn.rope(q), attn.rope(k), raw
+
+
 def attend(attn, plan, q, k, v, mask, cache) -> mx.array:
     """The rest of an mlx-vlm attention after RoPE: cache update, trace, SDPA with the
     plan's mask, output projection."""

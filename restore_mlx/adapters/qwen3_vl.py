@@ -18,7 +18,7 @@ every layer's ``Attention`` class-swapped to take the plan's mask. Three differe
 
 from . import qwen
 from .contract import ReducedLayout, VisionOutput
-from .patching import language_layers, patch_language_model
+from .patching import language_layers, normed_qkv, patch_language_model
 from .tower_attention import received_attention
 
 NAMES = ("qwen3_vl", "qwen3_vl_moe")
@@ -28,17 +28,6 @@ _DEEPSTACK = "deepstack_"
 class _Attention(qwen._Attention):
     def _restore_qkv(self, x):
         return normed_qkv(self, x)
-
-
-def normed_qkv(attn, x):
-    """Queries, keys and values [B, heads, L, D] before RoPE, q/k RMS-normed as the
-    layer's own attention does (Qwen3-VL; Qwen3.5 splits its gate off first)."""
-    B, L, _ = x.shape
-    q = attn.q_proj(x).reshape(B, L, attn.n_heads, -1)
-    k = attn.k_proj(x).reshape(B, L, attn.n_kv_heads, -1)
-    v = attn.v_proj(x).reshape(B, L, attn.n_kv_heads, -1)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    return tuple(a.transpose(0, 2, 1, 3) for a in (q, k, v))
 
 
 def patch(model, state):
