@@ -118,6 +118,28 @@ def _run(argv, capsys):
     return code, out, err
 
 
+def cli_stats(model, image, tmp_path, capsys, *flags, max_tokens=2) -> dict:
+    """``--stats-json`` of one in-process generate run that must succeed."""
+    stats_file = tmp_path / "s.json"
+    argv = ["--model", model, "--image", image, "--prompt", "hi",
+            "--max-tokens", max_tokens, "--stats-json", stats_file, *flags]  # fmt: skip
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    return json.loads(stats_file.read_text())
+
+
+def assert_presets_keep(model, image, visual, preset_tokens, tmp_path, capsys):
+    """Every preset keeps exactly ``preset_tokens[preset]`` of the ``visual`` tokens,
+    and the prompt shrinks by exactly what was removed."""
+    full = cli_stats(model, image, tmp_path, capsys, "--keep", 1.0)
+    assert full["visual_tokens_before"] == full["visual_tokens_after"] == visual
+    for preset, kept in preset_tokens.items():
+        stats = cli_stats(model, image, tmp_path, capsys, "--preset", preset)
+        got = (stats["visual_tokens_before"], stats["visual_tokens_after"])
+        assert got == (visual, kept), preset
+        assert stats["prompt_tokens"] == full["prompt_tokens"] - (visual - kept)
+
+
 def _bad_image(tmp_path):
     path = tmp_path / "corrupt.png"
     path.write_bytes(b"\x89PNG not really")
@@ -233,12 +255,7 @@ def test_default_preset_comes_from_conversion_qwen(tmp_path, capsys):
     hf = write_checkpoint("qwen2_vl", tmp_path / "hf", image_size=112)
     model = convert(str(hf), str(tmp_path / "mlx"), quantize=False, preset="server-70")
     image = write_image(tmp_path / "p.png", 112)
-    stats_file = tmp_path / "s.json"
-    argv = ["--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 1,
-            "--stats-json", stats_file]  # fmt: skip
-    code, _, err = _run(argv, capsys)
-    assert code == 0, err
-    stats = json.loads(stats_file.read_text())
+    stats = cli_stats(model, image, tmp_path, capsys, max_tokens=1)
     assert stats["preset"] == "server-70" and stats["keep"] == 0.3
     assert stats["visual_tokens_before"] == 64 > stats["visual_tokens_after"]
 

@@ -5,7 +5,7 @@ restore_mlx.generate`` on a real image file, and every preset's token count."""
 import json
 
 import pytest
-from test_cli import _python, _run, convert_4bit
+from test_cli import _python, assert_presets_keep, cli_stats, convert_4bit
 
 from restore_mlx.bench.checkpoints import write_image
 
@@ -36,29 +36,13 @@ def test_end_to_end_subprocess_generates_from_the_reduced_prompt(gemma3, tmp_pat
     assert overlay.stat().st_size > 0
 
 
-def _stats(gemma3, tmp_path, capsys, *flags):
-    model, image = gemma3
-    stats_file = tmp_path / "s.json"
-    argv = ["--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 2,
-            "--stats-json", stats_file, *flags]  # fmt: skip
-    code, _, err = _run(argv, capsys)
-    assert code == 0, err
-    return json.loads(stats_file.read_text())
-
-
 def test_every_preset_keeps_its_token_count(gemma3, tmp_path, capsys):
-    full = _stats(gemma3, tmp_path, capsys, "--keep", 1.0)
-    assert full["visual_tokens_before"] == full["visual_tokens_after"] == 16
-    for preset, kept in PRESET_TOKENS.items():
-        stats = _stats(gemma3, tmp_path, capsys, "--preset", preset)
-        assert (stats["visual_tokens_before"], stats["visual_tokens_after"]) == (
-            16,
-            kept,
-        )
-        assert stats["prompt_tokens"] == full["prompt_tokens"] - (16 - kept)
+    model, image = gemma3
+    assert_presets_keep(model, image, 16, PRESET_TOKENS, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("method", ["visionzip", "fastv"])
 def test_cls_and_in_llm_methods_run_from_the_cli(gemma3, tmp_path, capsys, method):
-    stats = _stats(gemma3, tmp_path, capsys, "--method", method, "--tokens", 4)
+    model, image = gemma3
+    stats = cli_stats(model, image, tmp_path, capsys, "--method", method, "--tokens", 4)
     assert stats["visual_tokens_after"] == 4 and stats["method"] == method

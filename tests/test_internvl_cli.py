@@ -7,7 +7,7 @@ plus the thumbnail: 5 runs of 4 x 4 = 16 tokens, 80 visual tokens in one image r
 import json
 
 import pytest
-from test_cli import _python, _run, convert_4bit
+from test_cli import _python, assert_presets_keep, convert_4bit
 
 from restore_mlx.bench.checkpoints import write_image
 
@@ -40,21 +40,6 @@ def test_end_to_end_subprocess_generates_from_the_reduced_prompt(internvl, tmp_p
     assert stats["visual_tokens_per_image"] == [[VISUAL, 40]]
 
 
-def _stats(internvl, tmp_path, capsys, *flags):
-    _, model, image = internvl
-    stats_file = tmp_path / "s.json"
-    argv = ["--model", model, "--image", image, "--prompt", "hi", "--max-tokens", 2,
-            "--stats-json", stats_file, *flags]  # fmt: skip
-    code, _, err = _run(argv, capsys)
-    assert code == 0, err
-    return json.loads(stats_file.read_text())
-
-
 def test_every_preset_keeps_its_token_count(internvl, tmp_path, capsys):
-    full = _stats(internvl, tmp_path, capsys, "--keep", 1.0)
-    assert full["visual_tokens_before"] == full["visual_tokens_after"] == VISUAL
-    for preset, kept in PRESET_TOKENS.items():
-        stats = _stats(internvl, tmp_path, capsys, "--preset", preset)
-        got = (stats["visual_tokens_before"], stats["visual_tokens_after"])
-        assert got == (VISUAL, kept), preset
-        assert stats["prompt_tokens"] == full["prompt_tokens"] - (VISUAL - kept)
+    _, model, image = internvl
+    assert_presets_keep(model, image, VISUAL, PRESET_TOKENS, tmp_path, capsys)
