@@ -348,40 +348,45 @@ def _hf_weights(arch, config, seed):
     return weights
 
 
+def _same_for_every_arch(files):
+    """``files(knobs, vocab)`` as the ``files(arch, knobs, vocab)`` _LAYOUTS wants."""
+    return lambda arch, knobs, vocab: files(knobs, vocab)
+
+
 # arch -> (special tokens, files(arch, knobs, vocab), chat template)
 _LAYOUTS = {
-    "llava": (_LLAVA_SPECIALS, lambda a, k, v: _llava_files(k, v), _LLAVA_TEMPLATE),
+    "llava": (_LLAVA_SPECIALS, _same_for_every_arch(_llava_files), _LLAVA_TEMPLATE),
     "qwen": (_QWEN_SPECIALS, _qwen_files, _QWEN_TEMPLATE),
     "smolvlm": (
         tiled.SMOLVLM_SPECIALS,
-        lambda a, k, v: tiled.smolvlm_files(k, v),
+        _same_for_every_arch(tiled.smolvlm_files),
         tiled.SMOLVLM_TEMPLATE,
     ),
     "lfm2_vl": (
         tiled.LFM2_SPECIALS,
-        lambda a, k, v: tiled.lfm2_vl_files(k, v),
+        _same_for_every_arch(tiled.lfm2_vl_files),
         tiled.LFM2_TEMPLATE,
     ),
     "llava_onevision": (
         tiled.ONEVISION_SPECIALS,
-        lambda a, k, v: tiled.onevision_files(k, v),
+        _same_for_every_arch(tiled.onevision_files),
         tiled.ONEVISION_TEMPLATE,
     ),
     "qwen3_vl": (_QWEN_SPECIALS, _qwen3_files, _QWEN_TEMPLATE),
     "qwen3_5": (_QWEN_SPECIALS, _qwen3_files, _QWEN_TEMPLATE),
     "internvl_chat": (
         internvl.SPECIALS,
-        lambda a, k, v: internvl.chat_files(k, v),
+        _same_for_every_arch(internvl.chat_files),
         internvl.CHAT_TEMPLATE,
     ),
     "internvl": (
         internvl.SPECIALS,
-        lambda a, k, v: internvl.hf_files(k, v),
+        _same_for_every_arch(internvl.hf_files),
         internvl.HF_TEMPLATE,
     ),
     "gemma3": (
         gemma3_checkpoint.SPECIALS,
-        lambda a, k, v: gemma3_checkpoint.gemma3_files(k, v),
+        _same_for_every_arch(gemma3_checkpoint.gemma3_files),
         gemma3_checkpoint.TEMPLATE,
     ),
 }
