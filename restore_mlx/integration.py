@@ -156,10 +156,6 @@ def is_applied(model) -> bool:
     return getattr(model, "_restore_state", None) is not None
 
 
-def _state(model) -> RestoreState:
-    return patched_state(model)
-
-
 def reads_cls_attention(method: str) -> bool:
     """Whether reducer ``method`` reads the tower's [CLS] attention, which
     ``encode_image`` then computes (and which an encoding must carry to serve it)."""
@@ -288,7 +284,7 @@ def prepare_tokens(
 
     Every image (and tile) of the prompt is a segment of its own: the budget applies to
     the whole prompt and is split over them (``core.segments``)."""
-    state, adapter = _state(model), adapter_for(model)
+    state, adapter = patched_state(model), adapter_for(model)
     cfg = config or state.config
     ids = sample["input_ids"]
     if ids.ndim != 2 or ids.shape[0] != 1:
