@@ -9,7 +9,10 @@ from .config import RestoreConfig
 # 0.92 and 0.99 vs 0.92; keep 0.5: 0.95 vs 0.92 and 0.99 vs 0.93); full RESTORE wins
 # from 0.25 down. So the mobile presets keep positions and leave out the calibration
 # and the anchors (which also saves the bias memory).
-_POSITIONS_ONLY = dict(anchors=False, size_bias=False, distance_bias=False)
+# Which parts of RESTORE are on: none, or the original positions alone (the
+# "positions" ablation below and the mobile presets).
+_OFF = dict(anchors=False, positions=False, size_bias=False, distance_bias=False)
+_POSITIONS_ONLY = {**_OFF, "positions": True}
 PRESETS = {
     "mobile-25": RestoreConfig(method="divprune", keep=0.75, **_POSITIONS_ONLY),
     "mobile-50": RestoreConfig(method="divprune", keep=0.50, **_POSITIONS_ONLY),
@@ -20,11 +23,10 @@ DEFAULT_PRESET = "mobile-50"
 
 # Ablations: which parts of RESTORE are on. "base" is the reducer alone as usually
 # deployed: full budget, re-indexed positions, plain attention.
-_OFF = dict(anchors=False, positions=False, size_bias=False, distance_bias=False)
 VARIANTS = {
     "base": dict(restore=False),
     "restore": dict(restore=True),
-    "positions": dict(restore=True, **{**_OFF, "positions": True}),
+    "positions": dict(restore=True, **_POSITIONS_ONLY),
     "calibration": dict(
         restore=True, **{**_OFF, "size_bias": True, "distance_bias": True}
     ),
