@@ -377,17 +377,21 @@ def test_help_names_the_command_and_shows_defaults(capsys):
         assert flag in out
 
 
-@pytest.mark.parametrize("arch", ["qwen3_vl", "qwen3_5"])
-def test_qwen3_end_to_end_subprocess(arch, tmp_path, capsys):
+# arch -> picture side: 16 visual tokens each (Qwen3-VL / 3.5: 128 px at 16 px
+# patches; Qwen2.5-VL: 56 px at 7 px patches), merged 2 x 2.
+QWEN_PICTURES = {"qwen2_5_vl": 56, "qwen3_vl": 128, "qwen3_5": 128}
+
+
+@pytest.mark.parametrize("arch", sorted(QWEN_PICTURES))
+def test_qwen_end_to_end_subprocess(arch, tmp_path, capsys):
     # HF layout -> 4-bit conversion with a preset -> the CLI with a real image file.
-    # 128 px at 16 px patches, merged 2 x 2: 16 visual tokens.
     hf = write_checkpoint(arch, tmp_path / "hf", hidden_size=64)
     model = tmp_path / "mlx"
     done = _python("-m", "restore_mlx.convert", "--hf-path", str(hf),
                    "--mlx-path", str(model), "--preset", "server-70")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads((model / "config.json").read_text())["quantization"]["bits"] == 4
-    image = write_image(tmp_path / "picture.png", 128)
+    image = write_image(tmp_path / "picture.png", QWEN_PICTURES[arch])
     stats_file = tmp_path / "stats.json"
     done = _python(
         "-m", "restore_mlx.generate", "--model", str(model), "--image", str(image),
