@@ -9,7 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from restore_mlx.eval.probe.questions import holds, make_example, make_set  # noqa: E402
+from restore_mlx.eval.probe.questions import holds  # noqa: E402
+from restore_mlx.eval.probe.questions import make_example, make_set
 from restore_mlx.eval.probe.scenes import GRID, IMAGE_SIZE, MAX_OBJECTS  # noqa: E402
 from restore_mlx.eval.probe.vocab import IMAGE, build_tokenizer, normalize  # noqa: E402
 
@@ -233,6 +234,31 @@ def test_attention_pattern_loss_applies_to_count_and_relation_questions_only():
         feats = visual_features(trainer.model, pix)
         loss = attention_pattern_loss(trainer, feats, ids, pos, labels, targets).item()
         assert np.isfinite(loss) and (loss > 0) == positive
+
+
+def test_count_ratio_loss_is_the_log_ratio_error_over_counted_questions():
+    """0 where the matched mass is n times the sink's, (log 2)^2 where it is 2n; a
+    count of 0 is left out and keeps the gradient finite (it matches no key)."""
+    import mlx.core as mx
+
+    from restore_mlx.eval.probe.losses import count_ratio_loss
+
+    # Keys: 4 matched-able tokens, then the sink; rows ask counts 2, 1 and 0.
+    matched = mx.array([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], mx.bool_)
+    count = mx.array([2, 1, 0])
+
+    def loss(scale):
+        weights = mx.array([[1.0, 1.0, 3.0, 3.0, 1.0], [1.0, 5.0, 1.0, 1.0, 1.0]])
+        weights = mx.concatenate([weights, mx.ones((1, 5))]) * mx.array(
+            [[scale, scale, 1, 1, 1]]
+        )
+        logp = mx.log(weights / weights.sum(-1, keepdims=True))
+        return count_ratio_loss(logp, matched, logp[:, -1], count)
+
+    assert abs(loss(1.0).item()) < 1e-6
+    assert abs(loss(2.0).item() - np.log(2) ** 2) < 1e-5
+    grad = mx.grad(loss)(mx.array(1.5))
+    assert np.isfinite(grad.item()) and grad.item() != 0
 
 
 def test_training_rejects_bad_flags():

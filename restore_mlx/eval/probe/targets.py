@@ -33,6 +33,7 @@ _SINGULAR = {p: s for s, p in PLURALS.items()}
 
 # (name, classes) of each target group.
 LOOKUP = (("l_color", 7), ("l_shape", 5), ("l_row", 5), ("l_col", 5), ("count", 8))
+LOOKUP_COUNT = 4  # the column of "count" (the count + 1, 0 if not asked)
 FIRST = (("f_row", 5), ("f_col", 5))
 GATHERED = (("g_row", 5), ("g_col", 5), ("relation", 5), ("col_cmp", 4), ("row_cmp", 4))
 FIRST_POSITION = 1  # the text index of a relation's first colour: "is <colour> ..."
@@ -65,7 +66,7 @@ def question_targets(question: str, objects) -> np.ndarray:
     elif w[0] == "where":  # where is <colour>
         look[:4] = _obj(next(o for o in objects if o.color == w[-1]))
     elif w[0] == "how":  # how many <shapes>
-        look[4] = sum(o.shape == _SINGULAR[w[-1]] for o in objects) + 1
+        look[LOOKUP_COUNT] = sum(o.shape == _SINGULAR[w[-1]] for o in objects) + 1
         asked = SHAPES.index(_SINGULAR[w[-1]]) + 1
     else:  # is <colour> <relation> <colour>
         b = next(o for o in objects if o.color == w[-1])

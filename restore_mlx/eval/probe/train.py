@@ -111,6 +111,7 @@ def train_answers(trainer, tok, args, out: Path, config: dict):
         lm_aux=args.lm_aux,
         tune=args.tune_vision,
         position_aux=args.position_aux,
+        count_ratio=args.count_ratio,
     )
     step = make_step(trainer, opt, loss_fn)
     offset = args.vision_steps * args.vision_batch + 10**7  # fresh examples for stage 2
@@ -230,6 +231,12 @@ def configure_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="weight of the row/column targets of visual tokens after LM layer 1",
+    )
+    add(
+        "--count-ratio",
+        type=float,
+        default=0.0,
+        help="weight of the count head's matched/sink log-ratio error (x --lm-aux)",
     )
     add("--vision-steps", type=int, default=400, help="stage 1 (tower) steps; 0 skips")
     add("--vision-batch", type=int, default=32)
