@@ -78,6 +78,21 @@ def test_answers_follow_from_the_objects():
     assert seen == {"what", "where", "how", "is"}
 
 
+def test_count_present_asks_about_a_shape_in_the_scene():
+    """The training-only count mix: a true count, never 0, larger counts more often
+    than when the shape is drawn uniformly."""
+    present = make_set("train", 0, 300, families=("count-present",))
+    uniform = make_set("train", 0, 300, families=("count",))
+    for e in present:
+        plural = e.question.split()[-1]
+        n = sum(
+            o.shape + ("es" if o.shape == "cross" else "s") == plural for o in e.objects
+        )
+        assert e.answer == str(n) and n >= 1
+    mean = lambda s: np.mean([int(e.answer) for e in s])  # noqa: E731
+    assert mean(present) > mean(uniform) + 0.5
+
+
 def test_relation_answers_are_balanced():
     answers = [e.answer for e in make_set("train", 0, 200, families=("relation",))]
     assert 0.4 < answers.count("yes") / len(answers) < 0.6
@@ -237,26 +252,26 @@ def test_attention_pattern_loss_applies_to_count_and_relation_questions_only():
 
 
 def test_count_ratio_loss_is_the_log_ratio_error_over_counted_questions():
-    """0 where the matched mass is n times the sink's, (log 2)^2 where it is 2n; a
-    count of 0 is left out and keeps the gradient finite (it matches no key)."""
+    """0 where the matched mass is n times the rest's (the sink and every other key),
+    (log 2)^2 where it is 2n; a count of 0 is left out and keeps the gradient finite
+    (it matches no key), as do causally masked keys (-inf)."""
     import mlx.core as mx
 
     from restore_mlx.eval.probe.losses import count_ratio_loss
 
-    # Keys: 4 matched-able tokens, then the sink; rows ask counts 2, 1 and 0.
+    # Rows ask counts 2, 1 and 0; the last key is masked.
     matched = mx.array([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], mx.bool_)
     count = mx.array([2, 1, 0])
+    rest = mx.array([[0, 0, 0.5, 0.5, 0], [0, 0, 0.25, 0.75, 0], [0, 0, 0.5, 0.5, 0]])
 
     def loss(scale):
-        weights = mx.array([[1.0, 1.0, 3.0, 3.0, 1.0], [1.0, 5.0, 1.0, 1.0, 1.0]])
-        weights = mx.concatenate([weights, mx.ones((1, 5))]) * mx.array(
-            [[scale, scale, 1, 1, 1]]
-        )
-        logp = mx.log(weights / weights.sum(-1, keepdims=True))
-        return count_ratio_loss(logp, matched, logp[:, -1], count)
+        weights = matched * scale + rest  # as attention logits: masked keys -inf
+        logits = mx.where(weights > 0, mx.log(mx.maximum(weights, 1e-30)), -mx.inf)
+        logp = logits - mx.logsumexp(logits, -1, keepdims=True)
+        return count_ratio_loss(logp, matched, count)
 
-    assert abs(loss(1.0).item()) < 1e-6
-    assert abs(loss(2.0).item() - np.log(2) ** 2) < 1e-5
+    assert abs(loss(mx.array(1.0)).item()) < 1e-6
+    assert abs(loss(mx.array(2.0)).item() - np.log(2) ** 2) < 1e-5
     grad = mx.grad(loss)(mx.array(1.5))
     assert np.isfinite(grad.item()) and grad.item() != 0
 

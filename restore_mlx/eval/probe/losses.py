@@ -206,16 +206,18 @@ def _pattern_ce(logp, want, used):
     return (ce * used).sum() / mx.maximum(used.sum(), 1)
 
 
-def count_ratio_loss(logp, matched, sink, count):
-    """Mean squared error of log(matched mass / sink mass) against log(count) over the
-    count questions with a count of at least 1.
+def count_ratio_loss(logp, matched, count):
+    """Mean squared error of log(matched mass / all other mass) against log(count)
+    over the count questions with a count of at least 1.
 
     The answer reads the count from that ratio, and n against n + 1 differs by only
     log((n + 1) / n) in it (0.29 at 3). The pattern cross-entropy barely sees an error
     of that size (it is second order there: 0.01 nats for 0.3 at n = 2), so on its
-    own it left the ratio too loose to count past 2."""
-    # -1e4, not -inf: a count of 0 matches nothing, and -inf would make NaN gradients.
-    got = mx.logsumexp(mx.where(matched, logp, -1e4), -1) - sink
+    own it left the ratio too loose to count past 2. The other mass includes tokens
+    of other objects, whose values would blur the count if they kept any."""
+    logp = mx.maximum(logp, -1e4)  # -inf (causal mask, no match) -> finite gradients
+    got = mx.logsumexp(mx.where(matched, logp, -1e4), -1)
+    got = got - mx.logsumexp(mx.where(matched, -1e4, logp), -1)
     used = count > 0
     want = mx.log(mx.maximum(count, 1).astype(logp.dtype))
     err = mx.where(used, got - want, 0.0)
@@ -248,9 +250,8 @@ def attention_pattern_loss(
     loss = _pattern_ce(logp[:, COUNT_HEAD], count_want, asked > 0)
     if count_ratio:
         matched = mx.pad(match, [(0, 0), (v0, L - v0 - n_vis)])
-        sink = _at(logp[:, COUNT_HEAD], pos[:, None])[:, 0]
         count = mx.where(asked > 0, targets[:, LOOKUP_COUNT] - 1, 0)
-        ratio = count_ratio_loss(logp[:, COUNT_HEAD], matched, sink, count)
+        ratio = count_ratio_loss(logp[:, COUNT_HEAD], matched, count)
         loss = loss + count_ratio * ratio
     is_relation = targets[:, RELATION_TARGET] > 0
     rel_want = (idx == q0 + RELATION_POSITION).astype(mx.float32)

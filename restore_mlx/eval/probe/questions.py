@@ -54,6 +54,15 @@ def _count(rng, objects):
     return f"how many {PLURALS[shape]}", str(n)
 
 
+def _count_present(rng, objects):
+    """A count question about the shape of a random object: never 0, and n times as
+    likely to ask about a shape that n objects have. For training only: asked
+    uniformly, 3 or more of a shape is 6% of count questions, too rare to learn."""
+    shape = objects[int(rng.integers(len(objects)))].shape
+    n = sum(o.shape == shape for o in objects)
+    return f"how many {PLURALS[shape]}", str(n)
+
+
 def holds(a, relation: str, b) -> bool:
     """Whether object ``a`` is strictly ``relation`` of object ``b`` on the grid."""
     if relation == "left":
@@ -86,7 +95,9 @@ _ASK = {
     "location": _location,
     "count": _count,
     "relation": _relation,
+    "count-present": _count_present,
 }
+TRAINING_FAMILIES = ("count-present",)  # extra question mixes, never evaluated
 
 
 def make_example(
@@ -100,7 +111,8 @@ def make_example(
     """Example ``index`` of ``family`` in ``split``; ``objects`` bounds the count."""
     if family not in _ASK:
         raise ValueError(
-            f"unknown question family {family!r}; expected one of {FAMILIES}"
+            f"unknown question family {family!r}; expected one of "
+            f"{(*FAMILIES, *TRAINING_FAMILIES)}"
         )
     lo, hi = objects
     if family == "relation":

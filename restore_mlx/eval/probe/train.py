@@ -32,6 +32,7 @@ from mlx.utils import tree_flatten
 from . import warmstart
 from .losses import Trainer, answer_loss, make_batch, vision_loss
 from .model import ARCHS, probe_config, save_checkpoint
+from .questions import TRAINING_FAMILIES
 from .scenes import FAMILIES, MAX_OBJECTS
 from .validation import aux_accuracy, evaluate
 from .vocab import build_tokenizer, write_side_files
@@ -250,8 +251,9 @@ def configure_parser() -> argparse.ArgumentParser:
         "--oversample",
         nargs="*",
         default=(),
-        choices=FAMILIES,
-        help="families to train on twice as often (the slow ones)",
+        choices=(*FAMILIES, *TRAINING_FAMILIES),
+        help="families to train on twice as often (the slow ones); count-present: "
+        "count questions about a shape in the scene (larger counts more often)",
     )
     add("--tune-vision", action="store_true", help="train the tower in stage 2 too")
     add("--arch", default="llava", choices=ARCHS, help="mlx-vlm model type to train")
