@@ -249,6 +249,21 @@ def test_in_llm_scores_use_the_q_k_norms_and_the_query_scale():
     assert keys.shape == (1, 16, 2 * 16)
 
 
+def test_in_llm_scores_keep_the_sliding_window():
+    # Window 16 on a 30-token prompt: the scoring layer's last query sees tokens
+    # 14..29, so image tokens 6..13 get no attention, as in mlx-vlm's own layer.
+    from restore_mlx.adapters.scores import llm_scores
+
+    model, sample = tiny_gemma3(sliding_window=16)
+    out = adapter.encode(model, sample["pixel_values"], sample)
+    ri.apply(model)
+    attn, _ = llm_scores(model, adapter, sample, out.features, mx.arange(6, 22))
+    probs = _captured_attention(model, sample, 1).mean(axis=0)  # the last S keys
+    want = mx.concatenate([mx.zeros((30 - probs.shape[-1],)), probs])[6:22]
+    np.testing.assert_allclose(np.array(attn[0]), np.array(want), rtol=1e-5, atol=1e-7)
+    assert np.all(np.array(attn[0, :8]) == 0) and np.all(np.array(attn[0, 8:]) > 0)
+
+
 def test_trace_share_is_the_attention_mlx_vlm_computes():
     # inspect_prefill's visual share (unreduced, window binding) per layer equals the
     # last query's share on the image under mlx-vlm's own attention and window.

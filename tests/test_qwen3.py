@@ -84,6 +84,48 @@ def test_deepstack_levels_reach_the_language_model():
     assert not mx.allclose(with_levels, without).item()
 
 
+def _layer_attention(model, sample, layer_index):
+    """The last query's attention [T] (mean over heads) in mlx-vlm's own layer
+    ``layer_index`` on the full unpatched prompt, deepstack levels included."""
+    import mlx_vlm.models.qwen3_vl.language as language
+    from mlx_vlm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model.language_model)
+    seen, original = {}, language.scaled_dot_product_attention
+
+    def capture(q, k, v, layer_cache, scale, mask):
+        if layer_cache is cache[layer_index]:
+            seen.update(q=q, k=k, scale=scale)
+        return original(q, k, v, layer_cache, scale=scale, mask=mask)
+
+    extras = {k: v for k, v in sample.items() if k not in ("input_ids", "pixel_values")}
+    language.scaled_dot_product_attention = capture
+    try:
+        model(sample["input_ids"], sample["pixel_values"], cache=cache, **extras)
+    finally:
+        language.scaled_dot_product_attention = original
+    k = mx.repeat(seen["k"], seen["q"].shape[1] // seen["k"].shape[1], axis=1)
+    logits = (seen["q"][:, :, -1:] * seen["scale"]) @ k.swapaxes(-1, -2)
+    return mx.softmax(logits, axis=-1)[0, :, 0].mean(axis=0)
+
+
+def test_in_llm_scores_see_the_deepstack_level_the_lm_adds():
+    # FastV reads layer 2's attention; Qwen3-VL adds deepstack level 0 to the image
+    # tokens after layer 1, so the pre-pass must add it too to match mlx-vlm's model.
+    from restore_mlx.adapters.contract import visual_slots
+    from restore_mlx.adapters.scores import llm_scores
+
+    model, sample = BUILDERS["qwen3_vl"]()
+    adapter = adapter_for(model)
+    out = adapter.encode(model, sample["pixel_values"], sample)
+    slots = visual_slots(adapter.image_spans(model, sample["input_ids"]))
+    want = _layer_attention(model, sample, 1)[slots]
+    attn, _ = llm_scores(model, adapter, sample, out.features, slots, out.extra)
+    np.testing.assert_allclose(np.array(attn[0]), np.array(want), rtol=1e-4, atol=1e-6)
+    without, _ = llm_scores(model, adapter, sample, out.features, slots)
+    assert not np.allclose(np.array(without[0]), np.array(want), rtol=1e-3)
+
+
 def test_hybrid_patches_only_softmax_attention():
     model, _ = BUILDERS["qwen3_5"]()
     layers = model.language_model.model.layers

@@ -205,6 +205,11 @@ class Adapter(Protocol):
     def run_layer(self, model, layer, h, positions) -> mx.array:
         """One decoder layer on the full prompt, without cache (in-LLM scoring)."""
 
+    def after_layer(self, model, index: int, h, slots, extra: dict) -> mx.array:
+        """``h`` [1, T, D] as the LM passes it on after layer ``index`` (in-LLM
+        scoring): what the LM adds between layers at the visual tokens ``slots`` [N],
+        from the encoder's ``extra`` (Qwen3-VL's deepstack levels); else ``h``."""
+
     def queries_keys(self, model, layer, x, positions) -> tuple:
         """RoPE'd queries [B, H, T, D], keys [B, Hkv, T, D] and pre-RoPE keys
         [B, T, Hkv*D] of ``layer``'s attention on its normed input ``x``."""

@@ -39,6 +39,7 @@ from .patching import (
     model_and_attention_patch,
     normed_qkv,
     normed_queries_keys,
+    nothing_after_layer,
 )
 
 NAMES = ("gemma3",)
@@ -75,6 +76,7 @@ patch, unpatch = model_and_attention_patch(_Model, _Attention)
 
 
 layers = language_layers
+after_layer = nothing_after_layer
 
 
 def _window(model, attn):

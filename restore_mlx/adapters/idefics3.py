@@ -26,6 +26,7 @@ NAMES = ("idefics3", "smolvlm")
 patch = llava.patch
 unpatch = llava.unpatch
 layers = llava.layers
+after_layer = llava.after_layer
 rope_frequencies = llava.rope_frequencies
 image_spans = llava.image_spans
 full_positions = llava.full_positions

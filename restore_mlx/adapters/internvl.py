@@ -27,6 +27,7 @@ from .llava import (
 from .patching import (
     attend,
     language_layers,
+    nothing_after_layer,
     patch_language_model,
     unpatch_language_model,
 )
@@ -74,6 +75,7 @@ def patch(model, state):
 
 unpatch = unpatch_language_model
 layers = language_layers
+after_layer = nothing_after_layer
 
 
 def rope_frequencies(model) -> RopeFrequencies:

@@ -28,6 +28,7 @@ from .patching import (
     model_and_attention_patch,
     normed_qkv,
     normed_queries_keys,
+    nothing_after_layer,
 )
 
 NAMES = ("internvl",)
@@ -35,6 +36,7 @@ __all__ = ["first_layer_input", "full_positions"]
 
 segment_boxes = internvl.segment_boxes
 layers = language_layers
+after_layer = nothing_after_layer
 
 
 class _Model:

@@ -25,6 +25,7 @@ from .patching import (
     attention_layers,
     has_attention,
     language_layers,
+    nothing_after_layer,
     patch_language_model,
     unpatch_language_model,
 )
@@ -33,6 +34,7 @@ from .tiles import image_processor, last_views, tile_boxes, view_segments
 NAMES = ("lfm2_vl", "lfm2-vl")  # mlx-vlm loads both spellings; HF configs use the 2nd
 
 layers = language_layers
+after_layer = nothing_after_layer
 image_spans = llava.image_spans
 full_positions = llava.full_positions
 

@@ -21,6 +21,7 @@ from .contract import (
 from .patching import (
     RopeAttention,
     language_layers,
+    nothing_after_layer,
     patch_language_model,
     project_qkv,
     unpatch_language_model,
@@ -38,6 +39,7 @@ def patch(model, state):
 
 unpatch = unpatch_language_model
 layers = language_layers
+after_layer = nothing_after_layer
 
 
 def rope_frequencies(model) -> RopeFrequencies:

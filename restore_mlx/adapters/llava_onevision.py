@@ -34,6 +34,7 @@ from .llava import (
 from .patching import (
     RopeAttention,
     language_layers,
+    nothing_after_layer,
     patch_language_model,
     unpatch_language_model,
 )
@@ -53,6 +54,7 @@ def patch(model, state):
 
 unpatch = unpatch_language_model
 layers = language_layers
+after_layer = nothing_after_layer
 
 
 def image_spans(model, input_ids):

@@ -83,6 +83,12 @@ def text_model(model):
     return inner if inner is not None and "layers" in inner else lm
 
 
+def nothing_after_layer(model, index, h, slots, extra):
+    """``after_layer`` of the LMs that add nothing to the hidden states between
+    layers: ``h`` unchanged."""
+    return h
+
+
 def language_layers(model):
     """The decoder layers of an mlx-vlm model's language model."""
     return text_model(model).layers

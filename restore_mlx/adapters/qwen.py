@@ -22,6 +22,7 @@ from .llava import first_layer_input, token_runs  # noqa: F401
 from .patching import (
     attend,
     language_layers,
+    nothing_after_layer,
     patch_language_model,
     project_qkv,
     unpatch_language_model,
@@ -78,6 +79,7 @@ def patch(model, state):
 
 unpatch = unpatch_language_model
 layers = language_layers
+after_layer = nothing_after_layer
 
 
 def rope_frequencies(model) -> RopeFrequencies:

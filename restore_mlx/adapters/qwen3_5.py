@@ -56,6 +56,7 @@ def rope_frequencies(model):
 
 
 layers = language_layers
+after_layer = qwen3_vl.after_layer  # a no-op: this tower returns no deepstack levels
 image_spans = qwen.image_spans
 encode = qwen3_vl.encode  # the tower returns no deepstack levels: ``extra`` is empty
 cached_image_features = qwen.cached_image_features

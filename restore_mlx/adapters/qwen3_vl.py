@@ -37,6 +37,17 @@ def patch(model, state):
 
 unpatch = qwen.unpatch
 layers = language_layers
+
+
+def after_layer(model, index, h, slots, extra):
+    """``h`` plus deepstack level ``index`` at the visual tokens ``slots``, as the
+    LM adds it after its layer ``index`` (levels 0 .. L-1 after the first L layers)."""
+    level = extra.get(f"{_DEEPSTACK}{index}")
+    if level is None:
+        return h
+    return h.at[:, slots].add(level[0].astype(h.dtype))
+
+
 rope_frequencies = qwen.rope_frequencies
 image_spans = qwen.image_spans
 cached_image_features = qwen.cached_image_features

@@ -8,6 +8,7 @@ first language-model layers on the full, unreduced prompt.
 import mlx.core as mx
 
 from ..errors import UnsupportedMethod
+from .contract import LayerFrequencies
 from .patching import has_attention, pre_attention_norm
 
 # In-LLM reducers (FastV, DART) score with the attention of this LM layer (1-based: the
@@ -31,7 +32,9 @@ def method_scores(model, adapter, sample, need, encoded, slots):
     if "seed" in need:
         scores["seed"] = 0
     if "text_attention" in need or "keys" in need:
-        attn, keys = llm_scores(model, adapter, sample, encoded.features, slots)
+        attn, keys = llm_scores(
+            model, adapter, sample, encoded.features, slots, encoded.extra
+        )
         if "text_attention" in need:
             scores["text_attention"] = attn
         if "keys" in need:
@@ -53,11 +56,12 @@ def score_layer(layers) -> int:
     )
 
 
-def llm_scores(model, adapter, sample, features, slots):
+def llm_scores(model, adapter, sample, features, slots, extra=None):
     """FastV/DART scores from a pre-pass of the full prompt through the layers before
     ``score_layer``: the last token's attention to each image token in that layer
-    (mean over heads) and its pre-RoPE image keys. Features added inside the LM's
-    layer loop (Qwen3-VL's deepstack levels) are not part of the pre-pass.
+    (mean over heads, within the layer's sliding window where it has one) and its
+    pre-RoPE image keys. What the LM adds between layers (Qwen3-VL's deepstack levels,
+    from the encoder's ``extra``) is added as the LM adds it.
     Costs those layers once more on the unreduced prompt; the real prefill then runs
     the reduced prompt through every layer, so the cache stays uniform."""
     ids = sample["input_ids"]
@@ -70,8 +74,9 @@ def llm_scores(model, adapter, sample, features, slots):
     layers = adapter.layers(model)
     k = score_layer(layers)
     h = adapter.first_layer_input(model, embeds)
-    for layer in layers[:k]:
+    for i, layer in enumerate(layers[:k]):
         h = adapter.run_layer(model, layer, h, positions)
+        h = adapter.after_layer(model, i, h, slots, extra or {})
     layer = layers[k]
     q, keys, raw = adapter.queries_keys(
         model, layer, pre_attention_norm(layer)(h), positions
@@ -79,5 +84,24 @@ def llm_scores(model, adapter, sample, features, slots):
     H = q.shape[1]
     keys = mx.repeat(keys, H // keys.shape[1], axis=1)
     logits = (q[:, :, -1:] * layer.self_attn.scale) @ keys.swapaxes(-1, -2)
+    logits = _outside_window_masked(logits, _window(adapter, model, k))
     attn = mx.softmax(logits.astype(mx.float32), axis=-1).mean(axis=1)[:, 0]
     return attn[:, slots], raw[:, slots]
+
+
+def _window(adapter, model, index):
+    """The sliding window of LM layer ``index`` in keys, or None."""
+    freqs = adapter.rope_frequencies(model)
+    if isinstance(freqs, LayerFrequencies):
+        freqs = freqs.kinds[freqs.of_layer[index]]
+    return freqs.window
+
+
+def _outside_window_masked(logits, window):
+    """The last query's logits [.., T] with the keys its window cannot see at -inf
+    (a key is seen while it is fewer than ``window`` tokens back, as mlx-vlm's
+    mask counts)."""
+    T = logits.shape[-1]
+    if window is None or window >= T:
+        return logits
+    return mx.where(mx.arange(T) >= T - window, logits, -mx.inf)
