@@ -377,9 +377,20 @@ def test_help_names_the_command_and_shows_defaults(capsys):
         assert flag in out
 
 
-# arch -> picture side: 16 visual tokens each (Qwen3-VL / 3.5: 128 px at 16 px
-# patches; Qwen2.5-VL: 56 px at 7 px patches), merged 2 x 2.
-QWEN_PICTURES = {"qwen2_5_vl": 56, "qwen3_vl": 128, "qwen3_5": 128}
+# arch -> picture side: 16 visual tokens each (Qwen3-VL / 3.5 and their MoE: 128 px at
+# 16 px patches; Qwen2.5-VL: 56 px at 7 px patches), merged 2 x 2.
+QWEN_PICTURES = {
+    "qwen2_5_vl": 56, "qwen3_vl": 128, "qwen3_5": 128, "qwen3_vl_moe": 128,
+    "qwen3_5_moe": 128,
+}  # fmt: skip
+
+
+def _quantized_experts(model_dir):
+    """Names of the 4-bit SwitchLinear expert projections in a converted model."""
+    import mlx.core as mx
+
+    names = [n for f in model_dir.glob("*.safetensors") for n in mx.load(str(f))]
+    return sorted(n for n in names if ".switch_mlp." in n and n.endswith(".scales"))
 
 
 @pytest.mark.parametrize("arch", sorted(QWEN_PICTURES))
@@ -391,6 +402,9 @@ def test_qwen_end_to_end_subprocess(arch, tmp_path, capsys):
                    "--mlx-path", str(model), "--preset", "server-70")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads((model / "config.json").read_text())["quantization"]["bits"] == 4
+    if arch.endswith("_moe"):  # hidden 64, experts 64 wide: every expert matmul too
+        layers = json.loads((hf / "config.json").read_text())["text_config"]
+        assert len(_quantized_experts(model)) == 3 * layers["num_hidden_layers"]
     image = write_image(tmp_path / "picture.png", QWEN_PICTURES[arch])
     stats_file = tmp_path / "stats.json"
     done = _python(

@@ -15,11 +15,13 @@ from pathlib import Path
 
 from . import gemma3_checkpoint
 from . import internvl_checkpoint as internvl
+from . import qwen_checkpoints as qwen
 from . import tiled_checkpoints as tiled
 
 ARCHS = (
-    "llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "gemma3", "smolvlm",
-    "lfm2_vl", "llava_onevision", "internvl_chat", "internvl",
+    "llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_vl_moe",
+    "qwen3_5_moe", "gemma3", "smolvlm", "lfm2_vl", "llava_onevision", "internvl_chat",
+    "internvl",
 )  # fmt: skip
 
 # Knobs a caller may override, per architecture. Kept tiny: CPU tests load these.
@@ -33,20 +35,8 @@ DEFAULTS = {
         _COMMON, hidden_size=32, num_layers=1, vision_layers=2, image_size=32,
         patch_size=4, rope_theta=10000.0,
     ),
-    "qwen2_vl": dict(
-        _COMMON, hidden_size=32, num_layers=1, vision_layers=1, image_size=56,
-        patch_size=7, rope_theta=1000000.0,
-    ),
 }  # fmt: skip
-DEFAULTS["qwen2_5_vl"] = dict(DEFAULTS["qwen2_vl"])
-# Qwen3-VL / 3.5: 16 px patches as published; 64 px images -> 4 x 4 patches -> 4 tokens
-# is too few to reduce, so 128 px (16 tokens). Qwen3.5 needs a softmax-attention layer:
-# with the published interval of 4 that is 4 layers.
-DEFAULTS["qwen3_vl"] = dict(
-    _COMMON, hidden_size=32, num_layers=2, vision_layers=2, image_size=128,
-    patch_size=16, rope_theta=5000000.0,
-)  # fmt: skip
-DEFAULTS["qwen3_5"] = dict(DEFAULTS["qwen3_vl"], num_layers=4, rope_theta=10000000.0)
+DEFAULTS.update(qwen.DEFAULTS)
 DEFAULTS["gemma3"] = dict(gemma3_checkpoint.DEFAULTS)
 # image_size: a SmolVLM view's side (tiles and global image), an LFM2-VL tile's side.
 DEFAULTS["smolvlm"] = dict(DEFAULTS["llava"], patch_size=4, num_layers=2)
@@ -89,28 +79,7 @@ _LLAVA_TEMPLATE = (
     "{% if m['role'] == 'assistant' %}</s>{% else %}\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
-_QWEN_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
-    "{% if m['content'] is string %}"
-    "{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' or 'image' in c %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% endif %}"
-)
 _LLAVA_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-_QWEN_SPECIALS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<unk>",
-]
 _CLIP_MEAN, _CLIP_STD = [0.4815, 0.4578, 0.4082], [0.2686, 0.2613, 0.2758]
 
 
@@ -184,123 +153,6 @@ def _llava_files(k, vocab):
     return config, preproc, proc, specials
 
 
-def _qwen_vision(arch, k):
-    vision = dict(
-        depth=k["vision_layers"], hidden_size=k["vision_hidden_size"],
-        hidden_act="silu",
-        num_heads=k["vision_heads"], in_chans=3, patch_size=k["patch_size"],
-        spatial_patch_size=k["patch_size"], spatial_merge_size=2, temporal_patch_size=2,
-    )
-    ratio = k["vision_intermediate_size"] // k["vision_hidden_size"]  # mlx-vlm: int
-    if arch == "qwen2_vl":  # embed_dim is the tower width, hidden_size the LM's
-        vision.update(embed_dim=k["vision_hidden_size"], mlp_ratio=ratio,
-                      hidden_size=k["hidden_size"])
-    else:  # 2.5: hidden_size is the tower width, out_hidden_size the LM's
-        vision.update(intermediate_size=k["vision_intermediate_size"],
-                      out_hidden_size=k["hidden_size"], window_size=4 * k["patch_size"],
-                      fullatt_block_indexes=[k["vision_layers"] - 1],
-                      tokens_per_second=2)
-    return vision
-
-
-def _qwen_files(arch, k, vocab):
-    half = k["hidden_size"] // k["heads"] // 2  # M-RoPE splits it over (t, h, w)
-    section = [half - 2 * (half // 3), half // 3, half // 3]
-    v2 = arch == "qwen2_vl"
-    config = dict(
-        architectures=["Qwen2VLForConditionalGeneration" if v2 else
-                       "Qwen2_5_VLForConditionalGeneration"],
-        model_type=arch, hidden_size=k["hidden_size"],
-        intermediate_size=k["intermediate_size"], num_hidden_layers=k["num_layers"],
-        num_attention_heads=k["heads"], num_key_value_heads=k["kv_heads"],
-        rms_norm_eps=1e-6, rope_theta=k["rope_theta"], max_position_embeddings=4096,
-        vocab_size=k["vocab_size"], tie_word_embeddings=False, torch_dtype=k["dtype"],
-        rope_scaling={"type": "mrope", "mrope_section": section},
-        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"],
-        vision_end_token_id=vocab["<|vision_end|>"],
-        vision_token_id=vocab["<|vision_pad|>"],
-        bos_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|im_end|>"],
-        vision_config=_qwen_vision(arch, k),
-    )
-    side = k["image_size"]
-    preproc = dict(
-        image_processor_type="Qwen2VLImageProcessor", patch_size=k["patch_size"],
-        temporal_patch_size=2, merge_size=2, min_pixels=side * side // 4,
-        max_pixels=side * side, image_mean=_CLIP_MEAN, image_std=_CLIP_STD,
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, do_convert_rgb=True,
-    )
-    proc = dict(processor_class="Qwen2VLProcessor" if v2 else "Qwen2_5_VLProcessor")
-    specials = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                    unk_token="<unk>")
-    return config, preproc, proc, specials
-
-
-def _qwen3_vision(arch, k):
-    return dict(
-        model_type=arch, depth=k["vision_layers"], hidden_size=k["vision_hidden_size"],
-        hidden_act="gelu_pytorch_tanh", intermediate_size=k["vision_intermediate_size"],
-        num_heads=k["vision_heads"], in_channels=3, patch_size=k["patch_size"],
-        spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=k["hidden_size"],
-        num_position_embeddings=64,
-        deepstack_visual_indexes=[0] if arch == "qwen3_vl" else [],
-    )
-
-
-def _qwen3_text(arch, k, vocab):
-    head_dim = 2 * k["hidden_size"] // k["heads"]  # published: head_dim 128 / 256
-    text = dict(
-        model_type=f"{arch}_text", hidden_size=k["hidden_size"],
-        intermediate_size=k["intermediate_size"], num_hidden_layers=k["num_layers"],
-        num_attention_heads=k["heads"], num_key_value_heads=k["kv_heads"],
-        head_dim=head_dim, hidden_act="silu", rms_norm_eps=1e-6,
-        max_position_embeddings=4096, vocab_size=k["vocab_size"],
-        tie_word_embeddings=False, attention_bias=False,
-        bos_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|im_end|>"],
-    )
-    if arch == "qwen3_vl":  # interleaved M-RoPE over all head_dim / 2 frequencies
-        half = head_dim // 2
-        text.update(rope_theta=k["rope_theta"], rope_scaling=dict(
-            rope_type="default", mrope_interleaved=True,
-            mrope_section=[half - 2 * (half // 3), half // 3, half // 3]))
-        return text
-    quarter = head_dim // 8  # partial rotary 0.25: head_dim / 8 frequencies
-    text.update(
-        full_attention_interval=4, linear_conv_kernel_dim=4,
-        linear_num_key_heads=k["heads"], linear_num_value_heads=2 * k["heads"],
-        linear_key_head_dim=head_dim // 2, linear_value_head_dim=head_dim // 2,
-        layer_types=["full_attention" if (i + 1) % 4 == 0 else "linear_attention"
-                     for i in range(k["num_layers"])],
-        rope_parameters=dict(
-            rope_type="default", mrope_interleaved=True, rope_theta=k["rope_theta"],
-            partial_rotary_factor=0.25,
-            mrope_section=[quarter - 2 * (quarter // 3), quarter // 3, quarter // 3]),
-    )
-    return text
-
-
-def _qwen3_files(arch, k, vocab):
-    names = {"qwen3_vl": "Qwen3VL", "qwen3_5": "Qwen3_5"}
-    config = dict(
-        architectures=[f"{names[arch]}ForConditionalGeneration"], model_type=arch,
-        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"],
-        vision_end_token_id=vocab["<|vision_end|>"], tie_word_embeddings=False,
-        torch_dtype=k["dtype"], text_config=_qwen3_text(arch, k, vocab),
-        vision_config=_qwen3_vision(arch, k),
-    )
-    side = k["image_size"]
-    preproc = dict(
-        image_processor_type="Qwen2VLImageProcessorFast", patch_size=k["patch_size"],
-        temporal_patch_size=2, merge_size=2,
-        size=dict(shortest_edge=side * side // 4, longest_edge=side * side),
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_rescale=True,
-        rescale_factor=1 / 255, do_normalize=True, do_convert_rgb=True,
-    )
-    proc = dict(processor_class="Qwen3VLProcessor")
-    specials = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                    unk_token="<unk>")
-    return config, preproc, proc, specials
 # fmt: on
 
 
@@ -332,20 +184,12 @@ def _hf_weights(arch, config, seed):
             name = gemma3_checkpoint.hf_name(name)
             if name is None:
                 continue
-        elif arch in ("qwen3_vl", "qwen3_5"):  # HF nests both under model.
-            name = name.replace("vision_tower.", "model.visual.", 1)
-            name = name.replace("language_model.model.", "model.language_model.", 1)
-            name = name.replace("language_model.lm_head.", "lm_head.", 1)
         elif arch in ("smolvlm", "lfm2_vl"):
             name, value = tiled.hf_name(arch, name, value)
         elif arch in ("internvl_chat", "internvl"):
             name, value = internvl.hf_name(name, value)
-        elif arch not in ("llava", "llava_onevision"):  # the hub's names are mlx-vlm's
-            name = name.replace("vision_tower.", "visual.", 1)
-            name = name.replace("language_model.model.", "model.", 1)
-            name = name.replace("language_model.lm_head.", "lm_head.", 1)
         weights[name] = value
-    return weights
+    return qwen.hf_weights(arch, weights) if arch in qwen.ARCHS else weights
 
 
 def _same_for_every_arch(files):
@@ -355,8 +199,8 @@ def _same_for_every_arch(files):
 
 # arch -> (special tokens, files(arch, knobs, vocab), chat template)
 _LAYOUTS = {
+    **{arch: (qwen.SPECIALS, qwen.files, qwen.TEMPLATE) for arch in qwen.ARCHS},
     "llava": (_LLAVA_SPECIALS, _same_for_every_arch(_llava_files), _LLAVA_TEMPLATE),
-    "qwen": (_QWEN_SPECIALS, _qwen_files, _QWEN_TEMPLATE),
     "smolvlm": (
         tiled.SMOLVLM_SPECIALS,
         _same_for_every_arch(tiled.smolvlm_files),
@@ -372,8 +216,6 @@ _LAYOUTS = {
         _same_for_every_arch(tiled.onevision_files),
         tiled.ONEVISION_TEMPLATE,
     ),
-    "qwen3_vl": (_QWEN_SPECIALS, _qwen3_files, _QWEN_TEMPLATE),
-    "qwen3_5": (_QWEN_SPECIALS, _qwen3_files, _QWEN_TEMPLATE),
     "internvl_chat": (
         internvl.SPECIALS,
         _same_for_every_arch(internvl.chat_files),
@@ -408,7 +250,7 @@ def write_checkpoint(arch: str, path, *, seed: int = 0, **size_overrides) -> Pat
     unknown = set(size_overrides) - set(DEFAULTS[arch])
     if unknown:
         raise ValueError(f"unknown size overrides for {arch}: {sorted(unknown)}")
-    specials, files, template = _LAYOUTS.get(arch, _LAYOUTS["qwen"])
+    specials, files, template = _LAYOUTS[arch]
     vocab = _vocab(specials)
     knobs = _sizes({**DEFAULTS[arch], **size_overrides}, vocab)
     path = Path(path)
