@@ -1,77 +1,21 @@
 """The ``restore-mlx-generate`` flags: mlx-vlm's generate flags that apply to an image
-prompt (same names, meanings and defaults), RESTORE's own, and their checks."""
+prompt (same names, meanings and defaults) and RESTORE's own. Their checks live in
+``generate_checks``; what they resolve to (the RestoreConfig, mlx-vlm's keyword
+arguments) in ``generate_resolve``."""
 
 import argparse
-import codecs
 import json
 
 from .config import BUDGET_POLICIES
-from .convert import PRESET_KEY, QUANT_BITS, QUANT_GROUP_SIZES
-from .core.api import REDUCERS
-from .errors import InputError, OneLineParser
-from .presets import DEFAULT_PRESET, PRESETS, get_preset
+from .errors import OneLineParser
+from .generate_checks import check_args
+from .generate_resolve import generation_kwargs, resolve_config
+from .presets import DEFAULT_PRESET, PRESETS
 
-
-def resolve_config(args, model_config: dict):
-    """The RestoreConfig and preset name (or None) the CLI flags ask for."""
-    custom = args.method is not None or args.keep is not None or args.tokens is not None
-    if args.preset is not None and custom:
-        raise InputError("--preset cannot be combined with --method/--keep/--tokens")
-    if args.keep is not None and args.tokens is not None:
-        raise InputError("--keep and --tokens are alternatives; pass one")
-    name = args.preset or model_config.get(PRESET_KEY) or DEFAULT_PRESET
-    try:
-        config = get_preset(name)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    if custom:
-        name = None
-        if args.method is not None and args.method not in REDUCERS:
-            known = ", ".join(sorted(REDUCERS))
-            raise InputError(f"unknown method {args.method!r}; known methods: {known}")
-        if args.keep is not None and not 0 < args.keep <= 1:
-            raise InputError(f"--keep must be in (0, 1], got {args.keep}")
-        if args.tokens is not None and args.tokens < 1:
-            raise InputError(f"--tokens must be at least 1, got {args.tokens}")
-        budget = {"keep": args.keep, "tokens": None}
-        if args.tokens is not None:
-            budget = {"keep": None, "tokens": args.tokens}
-        elif args.keep is None:
-            budget = {"keep": config.keep, "tokens": config.tokens}
-        config = config.with_(method=args.method or config.method, **budget)
-    if args.no_restore:
-        config = config.with_(restore=False)
-    if args.budget_policy is not None:
-        config = config.with_(budget_policy=args.budget_policy)
-    return config, name
-
+# Re-exported: ``generate`` and tests import the checks and resolution from here.
+__all__ = ["check_args", "generation_kwargs", "resolve_config"]
 
 PROG = "restore-mlx-generate"
-
-# The CLI flags handed to mlx-vlm's generation unchanged, under the same names
-# (mlx_vlm.generate's main passes them the same way; its generate_step builds the
-# sampler and logits processors from them).
-GENERATION_FLAGS = (
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "repetition_context_size",
-    "presence_penalty",
-    "presence_context_size",
-    "frequency_penalty",
-    "frequency_context_size",
-    "prefill_step_size",
-    "max_kv_size",
-    "kv_bits",
-    "kv_group_size",
-    "kv_quant_scheme",
-    "quantized_kv_start",
-    "seed",
-    "skip_special_tokens",
-)
 
 
 def configure_parser() -> OneLineParser:
@@ -351,85 +295,3 @@ def _output_flags(p) -> None:
         "light tint with an outline in the same colour marks a merged group (one "
         "colour per group); a legend below says so (default: not written).",
     )
-
-
-def check_args(args) -> None:
-    """InputError for flag values that cannot work, before anything is read."""
-    images = args.image or []
-    if args.prompt is None and not args.chat:
-        raise InputError(
-            "--prompt is required (or --chat, to read messages from stdin)"
-        )
-    if not all(message.strip() for message in args.prompt or []):
-        raise InputError("--prompt must not be empty or whitespace only")
-    if args.max_tokens < 1:
-        raise InputError(f"--max-tokens must be at least 1, got {args.max_tokens}")
-    if args.overlay and not args.overlay.lower().endswith(".png"):
-        raise InputError(
-            f"--overlay writes a PNG: its path must end in .png, got {args.overlay}"
-        )
-    if args.overlay and (not images or any("://" in i for i in images)):
-        raise InputError("--overlay needs every --image to be a local file")
-    _check_processing(args)
-    _check_cache(args)
-
-
-def _check_processing(args) -> None:
-    from mlx_vlm.generate.dispatch import normalize_resize_shape
-
-    try:
-        normalize_resize_shape(args.resize_shape)
-    except ValueError as e:
-        raise InputError(f"--resize-shape: {e}") from None
-    if min(args.resize_shape or [1]) < 1:
-        raise InputError(f"--resize-shape must be positive, got {args.resize_shape}")
-    if not isinstance(args.processor_kwargs, dict):
-        raise InputError("--processor-kwargs must be a JSON object")
-
-
-def _check_cache(args) -> None:
-    if args.prefill_step_size is not None and args.prefill_step_size < 1:
-        raise InputError(
-            f"--prefill-step-size must be at least 1, got {args.prefill_step_size}"
-        )
-    if args.max_kv_size is not None and args.max_kv_size < args.max_tokens + 1:
-        # Even a one-token prompt would wrap: no need to load the model to know.
-        raise InputError(
-            f"--max-kv-size {args.max_kv_size} cannot hold a prompt plus --max-tokens "
-            f"{args.max_tokens}; raise it or leave it unset"
-        )
-    uniform = (
-        args.kv_quant_scheme == "uniform" and float(args.kv_bits or 0).is_integer()
-    )
-    if args.kv_bits is not None and uniform:
-        # mlx quantizes the uniform cache with mx.quantize: the same widths as weights.
-        if int(args.kv_bits) not in QUANT_BITS:
-            choices = ", ".join(map(str, QUANT_BITS))
-            raise InputError(
-                f"--kv-bits {args.kv_bits:g} is not supported; choose from {choices}"
-            )
-        if args.kv_group_size not in QUANT_GROUP_SIZES:
-            choices = ", ".join(map(str, QUANT_GROUP_SIZES))
-            raise InputError(
-                f"--kv-group-size {args.kv_group_size} is not supported; "
-                f"choose from {choices}"
-            )
-
-
-def generation_kwargs(args) -> dict:
-    """The keyword arguments the flags hand to mlx-vlm's generation."""
-    kwargs = {name: getattr(args, name) for name in GENERATION_FLAGS}
-    if args.eos_tokens is not None:
-        kwargs["eos_tokens"] = [_unescape(token) for token in args.eos_tokens]
-    if args.image:
-        kwargs["resize_shape"] = args.resize_shape
-        kwargs["processor_kwargs"] = args.processor_kwargs
-    return kwargs
-
-
-def _unescape(token: str) -> str:
-    """An --eos-tokens value with its backslash escapes decoded, as in mlx-vlm."""
-    try:
-        return codecs.decode(token, "unicode_escape")
-    except (UnicodeDecodeError, UnicodeError):
-        return token
