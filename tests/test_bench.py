@@ -276,6 +276,15 @@ def test_plot_without_matplotlib_fails_before_measuring(tmp_path, capsys, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("spec", ["divprune", "divprune:half", "a:b:c"])
+def test_bad_profile_spec_is_one_line_naming_the_form(spec, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--model", "tiny-llava", "--profile", spec])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and "expected METHOD:KEEP" in err[-1]
+    assert "_profile_spec" not in "\n".join(err)
+
+
 def test_help_names_the_module_and_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--help"])

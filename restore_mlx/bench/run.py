@@ -21,6 +21,7 @@ This module holds ``run`` (every model, one JSON document) and the command line;
 measuring loop of one model is ``restore_mlx.bench.rows``.
 """
 
+import argparse
 import json
 import sys
 import time
@@ -82,8 +83,14 @@ def _floats(text):
 
 
 def _profile_spec(text):
-    method, keep = text.split(":")
-    return method, float(keep)
+    """``METHOD:KEEP`` -> (method, keep); argparse shows the error's own words."""
+    try:
+        method, keep = text.split(":")
+        return method, float(keep)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected METHOD:KEEP (e.g. divprune:0.5), got {text!r}"
+        ) from None
 
 
 def configure_parser() -> OneLineParser:
