@@ -38,11 +38,30 @@ def test_rows_of_a_two_image_run_report_ratios_against_the_unreduced_run():
     assert "2 image(s) per prompt" in markdown(doc)
 
 
+def test_budget_policy_reaches_every_reduced_row(monkeypatch):
+    from restore_mlx.bench import rows
+
+    seen, original = [], rows.apply
+    monkeypatch.setattr(
+        rows, "apply", lambda *a, **kw: seen.append(kw) or original(*a, **kw)
+    )
+    doc = bench.run(
+        ["tiny-llava"], (1.0, 0.5), ("divprune",), 1, 2, log=lambda *a: None,
+        images=2, budget_policy="global",
+    )  # fmt: skip
+    assert seen and {kw["budget_policy"] for kw in seen} == {"global"}
+    reduced = {(r["method"], r["keep"], r["variant"]): r for r in doc["rows"]}
+    assert reduced[("divprune", 0.5, "restore")]["kept_tokens"] == 64  # 2 x 64 / 2
+    assert doc["settings"]["budget_policy"] == "global"
+    assert "2 image(s) per prompt (global budget)" in markdown(doc)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--model", "tiny-llava", "--images", "0"], "--images must be at least 1"),
         (["--model", "smolvlm-256m", "--images", "2"], "measure one image"),
+        (["--model", "tiny-llava", "--budget-policy", "even"], "invalid choice"),
     ],
 )
 def test_bad_image_counts_fail_in_one_line(argv, message, capsys):

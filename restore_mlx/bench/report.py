@@ -245,6 +245,12 @@ def _cell(row, key, fmt):
     return str(v) if fmt == "" else _f(v, fmt)
 
 
+def _policy(settings) -> str:
+    """The budget policy, named only where it is not the default one."""
+    policy = settings.get("budget_policy", "proportional")
+    return "" if policy == "proportional" else f" ({policy} budget)"
+
+
 def markdown(doc: dict) -> str:
     """The results as markdown: machine, settings, one table per model, targets."""
     m, s = doc["machine"], doc["settings"]
@@ -254,7 +260,8 @@ def markdown(doc: dict) -> str:
         f"Settings: keep {s['keep']}, methods {s['methods']}, {s['repeats']} repeats "
         "(medians; RESTORE vs base and decode vs ref: medians of per-repeat paired "
         f"ratios), {s['max_tokens']} decoded tokens, prefill step "
-        f"{s['prefill_step_size']}; {s.get('images', 1)} image(s) per prompt; "
+        f"{s['prefill_step_size']}; {s.get('images', 1)} image(s) per prompt"
+        f"{_policy(s)}; "
         f"wall {s.get('wall_s', '?')} s.",
     ]
     if s.get("reuse_vision"):

@@ -77,13 +77,18 @@ def run_unpatched(s: Subject, max_tokens: int, step, reuse=None) -> dict:
 
 
 def run_restore(
-    s: Subject, method, keep, variant, max_tokens, step, reuse=None
-) -> dict:
+    s: Subject, method, keep, variant, max_tokens, step, reuse=None,
+    budget_policy="proportional",
+) -> dict:  # fmt: skip
     """restore_mlx through its public API: ``apply``, ``prepare_tokens`` (vision,
     reduction, positions and biases), then the same ``generate_step`` call. With
     ``reuse``, ``prepare_tokens`` takes the encoded image and TTFT adds the repeat's
-    separately timed tower instead of its own."""
-    apply(s.model, method=method, keep=keep, restore=variant == "restore")
+    separately timed tower instead of its own. ``budget_policy``: how several images
+    share the budget (``RestoreConfig``)."""
+    apply(
+        s.model, method=method, keep=keep, restore=variant == "restore",
+        budget_policy=budget_policy,
+    )  # fmt: skip
     resident = fresh_row()
     t0 = time.perf_counter()
     encoded = reuse.encoded if reuse is not None else None
@@ -156,8 +161,9 @@ def time_tower(s: Subject, recipe: RestoreConfig) -> float:
 
 
 def bench_subject(
-    s: Subject, keeps, methods, repeats, max_tokens, step, log=None, reuse_vision=False
-):
+    s: Subject, keeps, methods, repeats, max_tokens, step, log=None, reuse_vision=False,
+    budget_policy="proportional",
+):  # fmt: skip
     """All rows of one model: medians over ``repeats`` interleaved passes."""
     log = log or _stderr
     samples = {}
@@ -170,7 +176,7 @@ def bench_subject(
     # One patched row (tower, reducer, biases) and the unpatched LM on the prompt's
     # ids without the image: every code path once, one vision pass instead of three
     # (none with --reuse-vision: the encoding above has run the tower).
-    run_restore(s, methods[0], min(keeps), "restore", 2, step, reuse)
+    run_restore(s, methods[0], min(keeps), "restore", 2, step, reuse, budget_policy)
     remove(s.model)
     ids, _, _ = s.split()
     timed_generate(s.model, ids, None, {}, 2, step)
@@ -186,7 +192,9 @@ def bench_subject(
                 length = s.prompt_tokens_at(keep)
                 out = {"decode_tps": run_reference_decode(s, length, max_tokens)}
             else:
-                out = run_restore(s, method, keep, variant, max_tokens, step, reuse)
+                out = run_restore(
+                    s, method, keep, variant, max_tokens, step, reuse, budget_policy
+                )
             # The repeat pairs a row with its base and reference of the same pass.
             out = {"repeat": r, **out}
             samples.setdefault(key, []).append(out)

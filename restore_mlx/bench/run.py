@@ -29,6 +29,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from ..config import BUDGET_POLICIES
 from ..errors import InputError, OneLineParser, check_can_plot, fail
 from .configs import BUILTIN, DEFAULT_MODELS
 from .profile import profile as profile_stages
@@ -46,17 +47,20 @@ DEFAULT_METHODS = ("divprune", "pool")
 def run(
     models, keeps, methods, repeats, max_tokens, step=2048, log=None, profile=None,
     image_size=None, profile_only=False, reuse_vision=False, images=1,
+    budget_policy="proportional",
 ) -> dict:  # fmt: skip
     """Benchmark every model; returns the JSON document (machine, settings, rows and,
     with ``profile=(method, keep)``, a stage profile of the RESTORE path per model).
     ``reuse_vision``: encode each image once, time the tower apart (module doc).
-    ``images``: images per prompt, each reduced on its own within the shared budget."""
+    ``images``: images per prompt, each reduced on its own within the shared budget,
+    shared as ``budget_policy`` says (``RestoreConfig``)."""
     log = log or _stderr
 
     settings = dict(
         models=list(models), keep=list(keeps), methods=list(methods),
         repeats=repeats, max_tokens=max_tokens, prefill_step_size=step,
         image_size=image_size, reuse_vision=reuse_vision, images=images,
+        budget_policy=budget_policy,
     )  # fmt: skip
     t0, rows, profiles = time.perf_counter(), [], []
     for spec in models:
@@ -64,8 +68,9 @@ def run(
         log(f"[{s.name}] {s.about}: {s.prompt_tokens} prompt tokens")
         if not profile_only:
             rows += bench_subject(
-                s, keeps, methods, repeats, max_tokens, step, log, reuse_vision
-            )
+                s, keeps, methods, repeats, max_tokens, step, log, reuse_vision,
+                budget_policy,
+            )  # fmt: skip
         if profile:
             log(f"[{s.name}] profile {profile}")
             profiles.append(profile_stages(s, *profile, repeats=repeats))
@@ -138,6 +143,13 @@ def configure_parser() -> OneLineParser:
         "pixels; checkpoints: noise images)",
     )
     p.add_argument(
+        "--budget-policy",
+        choices=BUDGET_POLICIES,
+        default="proportional",
+        help="how several images share the budget, as generate's flag (default: "
+        "proportional)",
+    )
+    p.add_argument(
         "--reuse-vision",
         action="store_true",
         help="encode each image once for every row; time the tower apart once per "
@@ -205,6 +217,7 @@ def main(argv=None):
                 args.prefill_step_size, profile=args.profile,
                 image_size=args.image_size, profile_only=args.profile_only,
                 reuse_vision=args.reuse_vision, images=args.images,
+                budget_policy=args.budget_policy,
             )  # fmt: skip
         except InputError as e:  # e.g. --images on a built-in that measures one
             fail(e, prog=parser.prog)
