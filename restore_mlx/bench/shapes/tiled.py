@@ -17,8 +17,9 @@ image or thumbnail): SmolVLM (idefics3), LFM2-VL and InternVL3.
   mlx-vlm builds the LM with plain RoPE: the published ``rope_scaling`` (dynamic, 2.0)
   is not applied there, so it is left out here too.
 
-Tiled configs carry ``bench_views``: the (h, w) patch grid of every view the synthetic
-request holds (not a model setting; removed before the model is built).
+SmolVLM and LFM2-VL carry ``bench_views``: the (h, w) patch grid of every view the
+synthetic request holds (not a model setting; removed before the model is built).
+InternVL3's request is cut from ``--image-size`` as its processor cuts it instead.
 """
 
 SMOLVLM_256M = {
