@@ -97,3 +97,38 @@ def test_reduce_matches_the_full_matrix_reducers(method, restore, n, monkeypatch
     want = reduce(x, method, keep=0.3, restore=restore, cls_attention=cls)
     for name in ("positions", "assignment", "sizes", "merged"):
         assert mx.array_equal(getattr(got, name), getattr(want, name)).item(), name
+
+
+@pytest.mark.parametrize("rule", ["reference", "classic"])
+@pytest.mark.parametrize("n, k, block", [(5, 2, 2), (300, 75, 16), (300, 150, 64),
+                                         (700, 80, 256)])  # fmt: skip
+def test_anchor_pass_matches_the_full_matrix(n, k, block, rule):
+    from restore_mlx.core.anchors import anchors_blockwise, anchors_from_similarity
+
+    x = _x(n, b=2, seed=n + k)
+    x = mx.concatenate([x, x[:, :7]], axis=1)  # duplicates: densities tie exactly
+    got = anchors_blockwise(x, k, rule, block=block)
+    want = anchors_from_similarity(cosine(x), k, rule)
+    for a, b in zip(got, want):
+        assert mx.array_equal(a, b).item()
+
+
+@pytest.mark.parametrize("method, restore", [("anchors", False), ("divprune", True),
+                                             ("uniform", True)])  # fmt: skip
+def test_reduce_switches_to_the_blockwise_anchor_pass_above_the_threshold(
+    method, restore, monkeypatch
+):
+    from restore_mlx.core import anchors
+
+    x = _x(324, seed=5)
+    want = reduce(x, method, keep=0.25, restore=restore, grid=(18, 18))
+    calls = []
+    blockwise = anchors.anchors_blockwise
+    monkeypatch.setattr(anchors, "BLOCKWISE_ABOVE", 100)
+    monkeypatch.setattr(
+        anchors, "anchors_blockwise", lambda *a, **kw: calls.append(a) or blockwise(*a)
+    )
+    got = reduce(x, method, keep=0.25, restore=restore, grid=(18, 18))
+    assert calls  # the blockwise pass ran, and picked what the full matrix picked
+    for name in ("positions", "assignment", "sizes", "merged"):
+        assert mx.array_equal(getattr(got, name), getattr(want, name)).item(), name

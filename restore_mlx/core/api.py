@@ -7,7 +7,7 @@ import mlx.core as mx
 
 from ..config import ANCHOR_RULES, POSITION_RULES
 from . import mergers, pruners, spatial
-from .anchors import anchors_from_similarity
+from .anchors import token_anchors
 from .budget import resolve_budget, split_budget
 from .ops import Tokens, complement, gather_rows, segment_mean
 from .positions import finalize, identity
@@ -86,7 +86,7 @@ def _base(tok, spec, m, rule, anchor_rule, scores, method):
     """The method alone at budget m."""
     x = tok.x
     if method == "anchors":
-        _, labels = anchors_from_similarity(tok.sim, m, anchor_rule)
+        _, labels = token_anchors(tok, m, anchor_rule)
         merged = mx.ones((x.shape[0], m), dtype=mx.bool_)
         return finalize(x, labels, m, rule=rule, merged=merged)
     if spec.group is not None:
@@ -111,7 +111,7 @@ def _restore(tok, spec, m, rule, anchor_rule, scores):
     m_keep, k = split_budget(m)
     kept = spec.select(tok, m_keep, scores) if m_keep else mx.zeros((b, 0), mx.int32)
     rest = complement(kept, n)
-    _, local = anchors_from_similarity(tok.sub_sim(rest), k, anchor_rule)
+    _, local = token_anchors(tok, k, anchor_rule, rest)
     labels = mx.zeros((b, n), dtype=mx.int32)
     if m_keep:
         own = mx.broadcast_to(mx.arange(m_keep, dtype=mx.int32), kept.shape)

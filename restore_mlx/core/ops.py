@@ -123,6 +123,11 @@ class Tokens:
         self._sim = None
 
     @property
+    def has_sim(self) -> bool:
+        """Whether the full matrix is built (slicing it is then free)."""
+        return self._sim is not None
+
+    @property
     def sim(self) -> mx.array:
         if self._sim is None:
             self._sim = cosine(self.x)
