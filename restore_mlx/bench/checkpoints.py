@@ -17,6 +17,7 @@ from . import gemma3_checkpoint
 from . import internvl_checkpoint as internvl
 from . import qwen_checkpoints as qwen
 from . import tiled_checkpoints as tiled
+from .tiny_knobs import COMMON
 
 ARCHS = (
     "llava", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_vl_moe",
@@ -24,15 +25,10 @@ ARCHS = (
     "internvl",
 )  # fmt: skip
 
-# Knobs a caller may override, per architecture. Kept tiny: CPU tests load these.
-# None: intermediate sizes default to 2x the width, vocab_size to the tokenizer's + 4.
-_COMMON = dict(
-    heads=2, kv_heads=1, vision_hidden_size=32, vision_heads=2, intermediate_size=None,
-    vision_intermediate_size=None, vocab_size=None, dtype="float32",
-)  # fmt: skip
+# Knobs a caller may override, per architecture (``tiny_knobs``).
 DEFAULTS = {
     "llava": dict(
-        _COMMON, hidden_size=32, num_layers=1, vision_layers=2, image_size=32,
+        COMMON, hidden_size=32, num_layers=1, vision_layers=2, image_size=32,
         patch_size=4, rope_theta=10000.0,
     ),
 }  # fmt: skip

@@ -6,6 +6,8 @@ special tokens and a Gemma chat template). Weights keep HF's names; the LM head 
 to the embeddings, as on the hub, so mlx-vlm's sanitize restores it.
 """
 
+from .tiny_knobs import COMMON
+
 SPECIALS = [
     "<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>",
     "<start_of_image>", "<end_of_image>", "<image_soft_token>",
@@ -23,8 +25,7 @@ TEMPLATE = (
 
 # hidden 64 so that the LM's linear layers quantize (multiples of the group size).
 DEFAULTS = dict(
-    heads=2, kv_heads=1, vision_hidden_size=32, vision_heads=2, intermediate_size=None,
-    vision_intermediate_size=None, vocab_size=None, dtype="float32", hidden_size=64,
+    COMMON, hidden_size=64,
     num_layers=3, vision_layers=2, image_size=32, patch_size=4, rope_theta=1000000.0,
     tokens_per_image=16, sliding_window=8, sliding_window_pattern=3,
 )  # fmt: skip

@@ -17,6 +17,8 @@ Special tokens are InternVL's (``<img>``, ``</img>``, ``<IMG_CONTEXT>``) and Qwe
 chat markers; sizes are the caller's knobs.
 """
 
+from .tiny_knobs import COMMON
+
 SPECIALS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>", "<img>", "</img>",
     "<IMG_CONTEXT>",
@@ -37,8 +39,7 @@ HF_TEMPLATE = _TEMPLATE.replace("PLACEHOLDER", "<IMG_CONTEXT>")  # InternVLProce
 # hidden 64 so that the LM's linear layers quantize (multiples of the group size);
 # 64 px tiles of 8 px patches: 16 tokens per tile after the pixel shuffle.
 DEFAULTS = dict(
-    heads=2, kv_heads=1, vision_hidden_size=32, vision_heads=2, intermediate_size=None,
-    vision_intermediate_size=None, vocab_size=None, dtype="float32", hidden_size=64,
+    COMMON, hidden_size=64,
     num_layers=2, vision_layers=2, image_size=64, patch_size=8, rope_theta=1000000.0,
     max_tiles=12,
 )  # fmt: skip

@@ -20,6 +20,8 @@ Both route with ``mlp.gate.weight`` [experts, hidden], gate rows before up rows.
 
 import mlx.core as mx
 
+from .tiny_knobs import COMMON
+
 ARCHS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5", "qwen3_vl_moe", "qwen3_5_moe")
 MOE = {"qwen3_vl_moe": "qwen3_vl", "qwen3_5_moe": "qwen3_5"}  # sparse -> dense sibling
 
@@ -46,15 +48,9 @@ SPECIALS = [
     "<unk>",
 ]
 
-# Kept tiny: CPU tests load these. None: intermediate sizes default to 2x the width
-# (experts: 1x), vocab_size to the tokenizer's + 4.
-_COMMON = dict(
-    heads=2, kv_heads=1, vision_hidden_size=32, vision_heads=2, intermediate_size=None,
-    vision_intermediate_size=None, vocab_size=None, dtype="float32",
-)  # fmt: skip
 DEFAULTS = {
     "qwen2_vl": dict(
-        _COMMON, hidden_size=32, num_layers=1, vision_layers=1, image_size=56,
+        COMMON, hidden_size=32, num_layers=1, vision_layers=1, image_size=56,
         patch_size=7, rope_theta=1000000.0,
     ),
 }  # fmt: skip
@@ -63,7 +59,7 @@ DEFAULTS["qwen2_5_vl"] = dict(DEFAULTS["qwen2_vl"])
 # is too few to reduce, so 128 px (16 tokens). Qwen3.5 needs a softmax-attention layer:
 # with the published interval of 4 that is 4 layers.
 DEFAULTS["qwen3_vl"] = dict(
-    _COMMON, hidden_size=32, num_layers=2, vision_layers=2, image_size=128,
+    COMMON, hidden_size=32, num_layers=2, vision_layers=2, image_size=128,
     patch_size=16, rope_theta=5000000.0,
 )  # fmt: skip
 DEFAULTS["qwen3_5"] = dict(DEFAULTS["qwen3_vl"], num_layers=4, rope_theta=10000000.0)
