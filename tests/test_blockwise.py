@@ -132,3 +132,42 @@ def test_reduce_switches_to_the_blockwise_anchor_pass_above_the_threshold(
     assert calls  # the blockwise pass ran, and picked what the full matrix picked
     for name in ("positions", "assignment", "sizes", "merged"):
         assert mx.array_equal(getattr(got, name), getattr(want, name)).item(), name
+
+
+def _holov_full(tok, m, scores):
+    """holov as it was with the full [B, N, N] similarity (the oracle)."""
+    from restore_mlx.core.spatial import _CROPS_PER_SIDE, _bins
+
+    x, (h, w), att = tok.x, scores["grid"], scores["cls_attention"]
+    ch, cw = min(h, _CROPS_PER_SIDE), min(w, _CROPS_PER_SIDE)
+    crop = mx.array((_bins(h, ch)[:, None] * cw + _bins(w, cw)[None, :]).reshape(-1))
+    onehot = (crop[:, None] == mx.arange(ch * cw)[None, :]).astype(mx.float32)
+    same = crop[:, None] == crop[None, :]
+    sim = mx.where(same, cosine(x), 0.0)
+    count = mx.sum(onehot, axis=0) ** 2
+    mean = (mx.sum(sim, axis=-1) @ onehot) / count
+    var = mx.maximum((mx.sum(sim * sim, axis=-1) @ onehot) / count - mean * mean, 0.0)
+    att_share = (att @ onehot) / mx.maximum(mx.sum(att, axis=-1, keepdims=True), 1e-12)
+    var_share = var / mx.maximum(mx.sum(var, axis=-1, keepdims=True), 1e-12)
+    weight = 0.5 * (att_share + var_share) + 1e-6
+    idx = mx.arange(x.shape[1])
+    ahead = same & (
+        (att[:, None, :] > att[:, :, None])
+        | ((att[:, None, :] == att[:, :, None]) & (idx[None, :] < idx[:, None]))
+    )
+    rank = mx.sum(ahead, axis=-1).astype(mx.float32)
+    priority = (rank + 0.5) / mx.take(weight, crop, axis=1)
+    return top_indices(-priority, m)
+
+
+@pytest.mark.parametrize("side, m", [(3, 2), (18, 81), (27, 200), (27, 700), (40, 90)])
+def test_holov_per_crop_matches_the_full_matrix(side, m):
+    from restore_mlx.core.spatial import select_holov
+
+    n = side * side
+    x = _x(n, b=2, seed=side + m)
+    att = mx.softmax(_x(n, d=1, b=2, seed=m)[..., 0], axis=-1)
+    att = mx.concatenate([att[:, : n // 2], att[:, : n - n // 2]], axis=1)  # ties
+    scores = {"grid": (side, side), "cls_attention": att}
+    got = select_holov(Tokens(x), m, scores)
+    assert mx.array_equal(got, _holov_full(Tokens(x), m, scores)).item()

@@ -5,7 +5,7 @@ import math
 import mlx.core as mx
 import numpy as np
 
-from .ops import top_indices
+from .ops import cosine, top_indices
 
 # HoloV-style crops: the grid is cut into at most this many crops per side.
 _CROPS_PER_SIDE = 4
@@ -72,26 +72,37 @@ def select_holov(tok, m, scores):
     j-th best token by attention has priority (j + 0.5) / weight), which hands out
     exactly m tokens, never more than a crop holds.
     """
-    x = tok.x
-    n = x.shape[1]
     h, w = scores["grid"]
     att = scores["cls_attention"]
     ch, cw = min(h, _CROPS_PER_SIDE), min(w, _CROPS_PER_SIDE)
-    crop = mx.array((_bins(h, ch)[:, None] * cw + _bins(w, cw)[None, :]).reshape(-1))
-    onehot = (crop[:, None] == mx.arange(ch * cw)[None, :]).astype(mx.float32)  # [N, C]
-    same = crop[:, None] == crop[None, :]
-    sim = mx.where(same, tok.sim, 0.0)
-    count = mx.sum(onehot, axis=0) ** 2  # pairs per crop
-    mean = (mx.sum(sim, axis=-1) @ onehot) / count
-    var = mx.maximum((mx.sum(sim * sim, axis=-1) @ onehot) / count - mean * mean, 0.0)
-    att_share = (att @ onehot) / mx.maximum(mx.sum(att, axis=-1, keepdims=True), 1e-12)
+    crop = (_bins(h, ch)[:, None] * cw + _bins(w, cw)[None, :]).reshape(-1)
+    members = [mx.array(np.flatnonzero(crop == c).astype(np.int32))
+               for c in range(ch * cw)]  # fmt: skip
+    _, var, rank = zip(*(_crop_statistics(tok.x, att, idx) for idx in members))
+    var = mx.stack(var, axis=1)
+    att_share = mx.stack([mx.sum(att[:, idx], axis=-1) for idx in members], axis=1)
+    att_share = att_share / mx.maximum(mx.sum(att, axis=-1, keepdims=True), 1e-12)
     var_share = var / mx.maximum(mx.sum(var, axis=-1, keepdims=True), 1e-12)
     weight = 0.5 * (att_share + var_share) + 1e-6  # every crop can still win a seat
-    idx = mx.arange(n)
-    ahead = same & (
-        (att[:, None, :] > att[:, :, None])
-        | ((att[:, None, :] == att[:, :, None]) & (idx[None, :] < idx[:, None]))
-    )
-    rank = mx.sum(ahead, axis=-1).astype(mx.float32)  # rank of each token in its crop
-    priority = (rank + 0.5) / mx.take(weight, crop, axis=1)
+    # Ranks come per crop in crop order; put them back in token order.
+    order = mx.argsort(mx.concatenate(members))
+    rank = mx.take(mx.concatenate(rank, axis=1), order, axis=1)
+    priority = (rank + 0.5) / mx.take(weight, mx.array(crop), axis=1)
     return top_indices(-priority, m)
+
+
+def _crop_statistics(x, att, idx):
+    """(mean [B], variance [B], attention rank [B, K]) of the crop of tokens ``idx``
+    [K]: the mean and variance of the cosine similarities among its tokens (every
+    ordered pair, self included) and each token's rank in it by attention (ties to the
+    lower index). One crop at a time: K x K, never N x N."""
+    sim = cosine(x[:, idx])
+    count = idx.size**2  # pairs in the crop
+    mean = mx.sum(sim, axis=(1, 2)) / count
+    var = mx.maximum(mx.sum(sim * sim, axis=(1, 2)) / count - mean * mean, 0.0)
+    a = att[:, idx]
+    k = mx.arange(idx.size)
+    ahead = (a[:, None, :] > a[:, :, None]) | (
+        (a[:, None, :] == a[:, :, None]) & (k[None, :] < k[:, None])
+    )
+    return mean, var, mx.sum(ahead, axis=-1).astype(mx.float32)
