@@ -14,7 +14,7 @@ from typing import Optional
 
 import mlx.core as mx
 
-from .adapters.contract import LayerFrequencies, ReducedLayout, RopeFrequencies
+from .adapters.contract import ReducedLayout, RopeFrequencies, layer_kinds
 from .adapters.patching import rope_at
 from .core import calibration as cal
 
@@ -128,14 +128,6 @@ def reduced_prompt(
         )
         mx.eval([a for a in (log_sizes, tables) if a is not None])
     return Prompt(lay.input_ids, lay.rope, lay.shift, calibration, visual)
-
-
-def layer_kinds(freqs) -> tuple:
-    """(kinds, of_layer) of an adapter's ``rope_frequencies``: one kind and None for a
-    single ``RopeFrequencies``, else the ``LayerFrequencies`` fields."""
-    if isinstance(freqs, LayerFrequencies):
-        return tuple(freqs.kinds), tuple(freqs.of_layer)
-    return (freqs,), None
 
 
 def bias_positions(cfg, lay: ReducedLayout, flat, kinds) -> tuple:

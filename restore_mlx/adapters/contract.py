@@ -155,6 +155,14 @@ class LayerFrequencies:
     of_layer: tuple
 
 
+def layer_kinds(freqs) -> tuple:
+    """(kinds, of_layer) of an adapter's ``rope_frequencies``: one kind and None for a
+    single ``RopeFrequencies``, else the ``LayerFrequencies`` fields."""
+    if isinstance(freqs, LayerFrequencies):
+        return tuple(freqs.kinds), tuple(freqs.of_layer)
+    return (freqs,), None
+
+
 @runtime_checkable
 class Adapter(Protocol):
     """One architecture family. ``NAMES`` are the mlx-vlm model types it serves."""

@@ -8,7 +8,7 @@ first language-model layers on the full, unreduced prompt.
 import mlx.core as mx
 
 from ..errors import UnsupportedMethod
-from .contract import LayerFrequencies
+from .contract import layer_kinds
 from .patching import has_attention, pre_attention_norm
 
 # In-LLM reducers (FastV, DART) score with the attention of this LM layer (1-based: the
@@ -91,10 +91,8 @@ def llm_scores(model, adapter, sample, features, slots, extra=None):
 
 def _window(adapter, model, index):
     """The sliding window of LM layer ``index`` in keys, or None."""
-    freqs = adapter.rope_frequencies(model)
-    if isinstance(freqs, LayerFrequencies):
-        freqs = freqs.kinds[freqs.of_layer[index]]
-    return freqs.window
+    kinds, of_layer = layer_kinds(adapter.rope_frequencies(model))
+    return kinds[0 if of_layer is None else of_layer[index]].window
 
 
 def _outside_window_masked(logits, window):
