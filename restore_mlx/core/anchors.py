@@ -3,7 +3,7 @@
 import mlx.core as mx
 
 from ..config import ANCHOR_RULES
-from .ops import SIM_BLOCK, cosine, gather_rows, normalize, top_indices
+from .ops import SIM_BLOCK, Tokens, gather_rows, normalize, top_indices
 
 # Above this many tokens the anchor pass forms its similarities SIM_BLOCK rows at a
 # time (anchors_blockwise): a 6,561-token tile held 517 MB in the full-matrix pass.
@@ -49,9 +49,7 @@ def anchor_merge(x: mx.array, k: int, rule: str = "reference"):
     cosine-similar to (each anchor joins itself). The merged feature is the members'
     (size-weighted) mean, computed by the caller from ``labels``.
     """
-    if x.shape[1] > BLOCKWISE_ABOVE:
-        return anchors_blockwise(x, k, rule)
-    return anchors_from_similarity(cosine(x), k, rule)
+    return token_anchors(Tokens(x), k, rule)
 
 
 def symmetric(sim: mx.array) -> mx.array:
@@ -64,17 +62,23 @@ def symmetric(sim: mx.array) -> mx.array:
 
 def anchors_from_similarity(sim: mx.array, k: int, rule: str = "reference"):
     """``anchor_merge`` given the tokens' cosine similarities sim [B, N, N]."""
-    n = sim.shape[1]
-    if not 1 <= k <= n:
-        raise ValueError(f"anchor count must be in [1, {n}], got {k}")
+    _check_count(k, sim.shape[1])
     sim = symmetric(sim)
     anchors = top_indices(anchor_scores(sim, rule), k)
     to_anchor = mx.take_along_axis(sim, anchors[:, None, :], axis=2)
-    labels = mx.argmax(to_anchor, axis=-1).astype(mx.int32)
-    # An anchor always joins its own group, even if another anchor is a tie at 1.0.
-    own = mx.broadcast_to(mx.arange(k, dtype=mx.int32), anchors.shape)
-    labels = mx.put_along_axis(labels, anchors, own, axis=1)
-    return anchors, labels
+    return anchors, _joined(mx.argmax(to_anchor, axis=-1), anchors)
+
+
+def _check_count(k, n):
+    if not 1 <= k <= n:
+        raise ValueError(f"anchor count must be in [1, {n}], got {k}")
+
+
+def _joined(nearest, anchors):
+    """Labels [B, N] int32 from each token's nearest anchor, with every anchor in its
+    own group, even if another anchor is a tie at 1.0."""
+    own = mx.broadcast_to(mx.arange(anchors.shape[1], dtype=mx.int32), anchors.shape)
+    return mx.put_along_axis(nearest.astype(mx.int32), anchors, own, axis=1)
 
 
 def _symmetric_rows(xn, start, block, cols=None):
@@ -98,8 +102,7 @@ def anchors_blockwise(x, k: int, rule: str = "reference", block: int = SIM_BLOCK
     token's similarity to the k anchors only."""
     _check_rule(rule)
     n = x.shape[1]
-    if not 1 <= k <= n:
-        raise ValueError(f"anchor count must be in [1, {n}], got {k}")
+    _check_count(k, n)
     xn = normalize(x)
 
     def per_block(fn):
@@ -116,11 +119,10 @@ def anchors_blockwise(x, k: int, rule: str = "reference", block: int = SIM_BLOCK
         )
     )
     anchors = top_indices(rho * delta, k)
-    labels = per_block(
+    nearest = per_block(
         lambda at: mx.argmax(_symmetric_rows(xn, at, block, anchors), axis=-1)
-    ).astype(mx.int32)
-    own = mx.broadcast_to(mx.arange(k, dtype=mx.int32), anchors.shape)
-    return anchors, mx.put_along_axis(labels, anchors, own, axis=1)
+    )
+    return anchors, _joined(nearest, anchors)
 
 
 def token_anchors(tok, k: int, rule: str = "reference", idx=None):
