@@ -78,7 +78,7 @@ def select_holov(tok, m, scores):
     crop = (_bins(h, ch)[:, None] * cw + _bins(w, cw)[None, :]).reshape(-1)
     members = [mx.array(np.flatnonzero(crop == c).astype(np.int32))
                for c in range(ch * cw)]  # fmt: skip
-    _, var, rank = zip(*(_crop_statistics(tok.x, att, idx) for idx in members))
+    var, rank = zip(*(_crop_statistics(tok.x, att, idx) for idx in members))
     var = mx.stack(var, axis=1)
     att_share = mx.stack([mx.sum(att[:, idx], axis=-1) for idx in members], axis=1)
     att_share = att_share / mx.maximum(mx.sum(att, axis=-1, keepdims=True), 1e-12)
@@ -92,10 +92,10 @@ def select_holov(tok, m, scores):
 
 
 def _crop_statistics(x, att, idx):
-    """(mean [B], variance [B], attention rank [B, K]) of the crop of tokens ``idx``
-    [K]: the mean and variance of the cosine similarities among its tokens (every
-    ordered pair, self included) and each token's rank in it by attention (ties to the
-    lower index). One crop at a time: K x K, never N x N."""
+    """(variance [B], attention rank [B, K]) of the crop of tokens ``idx`` [K]: the
+    variance of the cosine similarities among its tokens (every ordered pair, self
+    included) and each token's rank in it by attention (ties to the lower index). One
+    crop at a time: K x K, never N x N."""
     sim = cosine(x[:, idx])
     count = idx.size**2  # pairs in the crop
     mean = mx.sum(sim, axis=(1, 2)) / count
@@ -105,4 +105,4 @@ def _crop_statistics(x, att, idx):
     ahead = (a[:, None, :] > a[:, :, None]) | (
         (a[:, None, :] == a[:, :, None]) & (k[None, :] < k[:, None])
     )
-    return mean, var, mx.sum(ahead, axis=-1).astype(mx.float32)
+    return var, mx.sum(ahead, axis=-1).astype(mx.float32)
