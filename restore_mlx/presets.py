@@ -6,7 +6,7 @@ from .config import RestoreConfig
 # tokens. The base reducer must work on every supported architecture (no [CLS] needed).
 # At mild budgets both probes (LLaVA, 1-D RoPE; Qwen2-VL, M-RoPE) answer better with
 # divprune at its original positions alone than with full RESTORE (keep 0.75: 0.96 vs
-# 0.92 and 0.99 vs 0.92; keep 0.5: 0.95 vs 0.92 and 0.99 vs 0.93); full RESTORE wins
+# 0.92 and 0.99 vs 0.90; keep 0.5: 0.95 vs 0.92 and 0.99 vs 0.92); full RESTORE wins
 # from 0.25 down. So the mobile presets keep positions and leave out the calibration
 # and the anchors (which also saves the bias memory).
 # Which parts of RESTORE are on: none, or the original positions alone (the
