@@ -11,7 +11,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from restore_mlx.eval.probe.questions import holds  # noqa: E402
 from restore_mlx.eval.probe.questions import make_example, make_set
-from restore_mlx.eval.probe.scenes import GRID, IMAGE_SIZE, MAX_OBJECTS  # noqa: E402
+from restore_mlx.eval.probe.scenes import (  # noqa: E402
+    GRID,
+    IMAGE_SIZE,
+    MAX_OBJECTS,
+    PLURALS,
+)
 from restore_mlx.eval.probe.vocab import IMAGE, build_tokenizer, normalize  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "examples" / "probe-model"
@@ -85,9 +90,7 @@ def test_count_present_asks_about_a_shape_in_the_scene():
     uniform = make_set("train", 0, 300, families=("count",))
     for e in present:
         plural = e.question.split()[-1]
-        n = sum(
-            o.shape + ("es" if o.shape == "cross" else "s") == plural for o in e.objects
-        )
+        n = sum(PLURALS[o.shape] == plural for o in e.objects)
         assert e.answer == str(n) and n >= 1
     mean = lambda s: np.mean([int(e.answer) for e in s])  # noqa: E731
     assert mean(present) > mean(uniform) + 0.5
