@@ -8,7 +8,13 @@ import copy
 
 from .shapes.gemma3 import GEMMA3_4B, GEMMA3_4B_6L, TINY_GEMMA3
 from .shapes.llava import LLAVA_OV_05B, TINY_LLAVA
-from .shapes.qwen import QWEN2_VL_2B, QWEN3_5_08B, QWEN3_VL_2B, TINY_QWEN2_VL
+from .shapes.qwen import (
+    QWEN2_5_VL_3B,
+    QWEN2_VL_2B,
+    QWEN3_5_08B,
+    QWEN3_VL_2B,
+    TINY_QWEN2_VL,
+)
 from .shapes.tiled import INTERNVL3_1B, LFM2_VL_450M, SMOLVLM_256M
 
 # name -> (config, image side in pixels, what it is)
@@ -25,6 +31,7 @@ BUILTIN = {
         896,
         "Gemma-3-4B-it widths, 6 of 34 LM layers and 4 of 27 vision layers, 896 px",
     ),
+    "qwen2.5-vl-3b": (QWEN2_5_VL_3B, 448, "Qwen2.5-VL-3B-Instruct shape, 448 px"),
     "qwen3-vl-2b": (QWEN3_VL_2B, 448, "Qwen3-VL-2B-Instruct shape, 448 px"),
     "qwen3.5-0.8b": (QWEN3_5_08B, 448, "Qwen3.5-0.8B shape (hybrid LM), 448 px"),
     "smolvlm-256m": (

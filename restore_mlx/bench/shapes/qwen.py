@@ -1,7 +1,11 @@
-"""Qwen shapes: Qwen2-VL, Qwen3-VL and Qwen3.5 (M-RoPE), and a toy Qwen2-VL.
+"""Qwen shapes: Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5 (M-RoPE), and a toy Qwen2-VL.
 
 - ``qwen2-vl-2b``: Qwen/Qwen2-VL-2B-Instruct (675M ViT + Qwen2-1.5B LM, M-RoPE).
   A 448 x 448 image is 32 x 32 patches of 14 px, merged 2 x 2: 256 visual tokens.
+- ``qwen2.5-vl-3b``: Qwen/Qwen2.5-VL-3B-Instruct (32-block ViT, windowed attention
+  with full attention at blocks 7, 15, 23, 31, SwiGLU MLP; Qwen2.5-3B-shaped LM, 36
+  layers, M-RoPE). 256 visual tokens at 448 px as Qwen2-VL. From the published
+  config.json (as quoted verbatim in public repositories' tests).
 - ``qwen3-vl-2b``: Qwen/Qwen3-VL-2B-Instruct (24-block ViT with deepstack taps at
   blocks 5, 11, 17 + a Qwen3-1.7B-shaped LM, 28 layers, interleaved M-RoPE). A
   448 x 448 image is 28 x 28 patches of 16 px, merged 2 x 2: 196 visual tokens.
@@ -44,6 +48,34 @@ QWEN2_VL_2B = {
         "spatial_patch_size": 14,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
+    },
+}
+
+QWEN2_5_VL_3B = {
+    **{k: v for k, v in QWEN2_VL_2B.items() if k != "vision_config"},
+    "model_type": "qwen2_5_vl",
+    "hidden_size": 2048,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 128000,
+    "vision_config": {
+        "model_type": "qwen2_5_vl",
+        "depth": 32,
+        "hidden_act": "silu",
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "in_chans": 3,
+        "out_hidden_size": 2048,
+        "patch_size": 14,
+        "spatial_patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+        "tokens_per_second": 2,
     },
 }
 
